@@ -1,0 +1,27 @@
+"""Connecting to Ray: a local cluster on a laptop, or the running cluster of a job."""
+
+from __future__ import annotations
+
+import os
+
+from sslsep.config import RayConfig
+
+
+def init_ray(cfg: RayConfig, **kwargs):
+    """Start or join Ray once per process. Inside `ray job submit` the job's cluster is
+    joined (RAY_ADDRESS is set); otherwise `cfg.address` decides ('' = start a local one)."""
+    import ray
+
+    if ray.is_initialized():
+        return ray
+    address = cfg.address or os.environ.get("RAY_ADDRESS") or None
+    opts = dict(kwargs)
+    if address is None:
+        if cfg.num_cpus:
+            opts.setdefault("num_cpus", cfg.num_cpus)
+        if cfg.num_gpus:
+            opts.setdefault("num_gpus", cfg.num_gpus)
+    opts.setdefault("include_dashboard", None)
+    opts.setdefault("log_to_driver", True)
+    ray.init(address=address, **opts)
+    return ray

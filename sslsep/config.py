@@ -1,0 +1,254 @@
+"""Typed configuration: one dataclass per pipeline stage, nested in one ExperimentConfig.
+
+All defaults live here. A config is built from (in order) the dataclass defaults, an
+optional YAML file, repeated ``--set dotted.key=value`` overrides and ``--data``.
+Loading is strict: unknown keys, wrong types and out-of-range values raise
+:class:`ConfigError` naming the key and where it came from (file or ``--set``).
+
+Range rules sit next to each field (``metadata={"min": .., "max": .., "choices": ..}``)
+so that a reader sees the default and its limits in one place.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration value is unknown, of the wrong type or out of range."""
+
+
+def _f(default: Any, *, min: float | None = None, max: float | None = None,
+       choices: tuple | None = None, help: str = "") -> Any:
+    meta = {"min": min, "max": max, "choices": choices, "help": help}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: type(d)(d), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class AudioConfig:
+    """Decoding and front end: every clip becomes mono float32 at `sample_rate`."""
+    sample_rate: int = _f(16000, min=4000, max=96000, help="target rate; other rates are resampled")
+    clip_seconds: float = _f(4.0, min=0.1, max=600.0, help="fixed clip length after crop/pad")
+    crop: str = _f("start", choices=("start", "center", "random"),
+                   help="where a longer clip is cut; random is seeded by clip id")
+    silence_dbfs: float = _f(-60.0, max=0.0, help="clips whose RMS is below this are flagged silent")
+    n_mels: int = _f(64, min=8, max=512)
+    win_ms: float = _f(25.0, min=1.0, max=200.0)
+    hop_ms: float = _f(10.0, min=1.0, max=100.0)
+    f_min: float = _f(60.0, min=0.0)
+    f_max: float = _f(7800.0, min=100.0, help="clamped to sample_rate / 2")
+
+    @property
+    def num_samples(self) -> int:
+        return int(round(self.clip_seconds * self.sample_rate))
+
+
+@dataclass
+class SynthConfig:
+    """The embedded synthetic sound scenes (sslsep.data.synthetic)."""
+    num_clips: int = _f(2000, min=1, help="clips in the training stream")
+    seed: int = _f(0, min=0)
+    min_events: int = _f(1, min=1, max=4)
+    max_events: int = _f(4, min=1, max=8)
+    gain_db: list[float] = _f([-12.0, 0.0], help="per-event gain range [low, high] in dB")
+
+
+@dataclass
+class DataConfig:
+    """Where clips come from. `source` auto picks from `path`: empty -> synthetic,
+    a folder of .parquet shards -> parquet, any other folder -> folder."""
+    source: str = _f("auto", choices=("auto", "synthetic", "folder", "parquet"))
+    path: str = _f("", help="folder or shard prefix, local or s3://")
+    labels_csv: str = _f("", help="labels CSV; default: metadata.csv / labels.csv / *segments*.csv in the folder")
+    class_index_csv: str = _f("", help="AudioSet class_labels_indices.csv (mid -> display name)")
+    extensions: list[str] = _f([".wav", ".flac", ".ogg"])
+    max_clips: int = _f(0, min=0, help="0 = all; otherwise the first N clips in sorted order")
+    shard_clips: int = _f(256, min=1, help="clips per Parquet shard written by `sslsep data pack`")
+    synth: SynthConfig = field(default_factory=SynthConfig)
+
+
+@dataclass
+class RayConfig:
+    """How to reach Ray. address '' starts a local cluster; 'auto' joins a running one."""
+    address: str = _f("")
+    num_cpus: int = _f(0, min=0, help="0 = all cores (local cluster only)")
+    num_gpus: int = _f(0, min=0, help="local cluster only; >0 lets tests schedule fake GPUs")
+
+
+@dataclass
+class ExperimentConfig:
+    name: str = _f("sslsep", help="prefix of run names; the rest is a hash of the config")
+    seed: int = _f(0, min=0)
+    audio: AudioConfig = field(default_factory=AudioConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
+
+
+# --------------------------------------------------------------------------- loading
+
+def _is_dataclass_type(tp: Any) -> bool:
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+def _coerce(value: Any, tp: Any, key: str, origin: str) -> Any:
+    """Check `value` against the annotation `tp`; ints widen to floats, nothing else converts."""
+    def bad(expect: str) -> ConfigError:
+        return ConfigError(f"{origin}: key '{key}' expects {expect}, got {value!r} ({type(value).__name__})")
+
+    base = typing.get_origin(tp)
+    if base in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], key, origin)
+    if base is list:
+        (item_tp,) = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            raise bad(f"a list of {getattr(item_tp, '__name__', item_tp)}")
+        return [_coerce(v, item_tp, f"{key}[{i}]", origin) for i, v in enumerate(value)]
+    if base is dict:
+        if not isinstance(value, dict):
+            raise bad("a mapping")
+        return dict(value)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise bad("true or false")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad("an integer")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad("a number")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise bad("a string")
+        return value
+    raise ConfigError(f"{origin}: key '{key}' has unsupported type {tp}")
+
+
+def _check_range(value: Any, meta: dict, key: str, origin: str) -> None:
+    choices, lo, hi = meta.get("choices"), meta.get("min"), meta.get("max")
+    if choices is not None and value not in choices:
+        raise ConfigError(f"{origin}: key '{key}' must be one of {list(choices)}, got {value!r}")
+    for v in value if isinstance(value, list) else [value]:
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            if lo is not None and v < lo:
+                raise ConfigError(f"{origin}: key '{key}' must be >= {lo}, got {v!r}")
+            if hi is not None and v > hi:
+                raise ConfigError(f"{origin}: key '{key}' must be <= {hi}, got {v!r}")
+
+
+def _update(obj: Any, values: dict, prefix: str, origin: str) -> None:
+    if not isinstance(values, dict):
+        raise ConfigError(f"{origin}: key '{prefix.rstrip('.') or '<root>'}' expects a mapping, got {values!r}")
+    hints = typing.get_type_hints(type(obj))
+    fields = {f.name: f for f in dataclasses.fields(obj)}
+    for name, value in values.items():
+        key = f"{prefix}{name}"
+        if name not in fields:
+            known = ", ".join(sorted(fields))
+            raise ConfigError(f"{origin}: unknown key '{key}' (known keys here: {known})")
+        tp = hints[name]
+        if _is_dataclass_type(tp):
+            _update(getattr(obj, name), value, f"{key}.", origin)
+            continue
+        value = _coerce(value, tp, key, origin)
+        _check_range(value, fields[name].metadata, key, origin)
+        setattr(obj, name, value)
+
+
+def _validate(cfg: ExperimentConfig, origin: str) -> None:
+    """Rules that span several keys."""
+    s = cfg.data.synth
+    if s.min_events > s.max_events:
+        raise ConfigError(f"{origin}: key 'data.synth.min_events' ({s.min_events}) exceeds "
+                          f"'data.synth.max_events' ({s.max_events})")
+    if len(s.gain_db) != 2 or s.gain_db[0] > s.gain_db[1]:
+        raise ConfigError(f"{origin}: key 'data.synth.gain_db' must be [low, high], got {s.gain_db}")
+    if cfg.audio.hop_ms > cfg.audio.win_ms:
+        raise ConfigError(f"{origin}: key 'audio.hop_ms' ({cfg.audio.hop_ms}) exceeds 'audio.win_ms'")
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """'a.b.c=VALUE' -> (['a','b','c'], yaml-parsed VALUE)."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected dotted.key=value")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"--set {text!r}: empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as e:
+        raise ConfigError(f"--set {text!r}: value is not valid YAML ({e})") from None
+    return key.split("."), value
+
+
+def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] = (),
+                data: str | None = None) -> ExperimentConfig:
+    """Defaults <- YAML file <- `--set` overrides <- `--data` (a shortcut for data.path)."""
+    cfg = ExperimentConfig()
+    if path is not None:
+        origin = str(path)
+        try:
+            text = Path(path).read_text()
+        except OSError as e:
+            raise ConfigError(f"{origin}: cannot read config ({e.strerror})") from None
+        try:
+            values = yaml.safe_load(text) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{origin}: not valid YAML ({e})") from None
+        _update(cfg, values, "", origin)
+        _validate(cfg, origin)
+    for text in overrides:
+        keys, value = parse_override(text)
+        nested: Any = value
+        for k in reversed(keys):
+            nested = {k: nested}
+        _update(cfg, nested, "", f"--set {text}")
+    if data is not None:
+        cfg.data.path = data
+        if cfg.data.source == "synthetic":
+            cfg.data.source = "auto"
+    _validate(cfg, "config" if path is None else str(path))
+    return cfg
+
+
+def to_dict(cfg: Any) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(values: dict, origin: str = "<dict>") -> ExperimentConfig:
+    cfg = ExperimentConfig()
+    _update(cfg, values, "", origin)
+    _validate(cfg, origin)
+    return cfg
+
+
+def dump_yaml(cfg: Any) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+def config_hash(cfg: Any, length: int = 8) -> str:
+    """Stable hash of the resolved config: same config -> same run name -> the run resumes."""
+    blob = json.dumps(to_dict(cfg), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:length]
+
+
+def run_name(cfg: ExperimentConfig, stage: str) -> str:
+    return f"{cfg.name}-{stage}-{config_hash(cfg)}"

@@ -1,0 +1,1 @@
+"""Clip sources (synthetic scenes, folders with labels, Parquet shards) and packing."""

@@ -1,0 +1,256 @@
+"""Clip sources: synthetic scenes, a folder of audio (+ labels CSV), Parquet shards.
+
+Each source is available two ways that yield the same rows:
+- `clip_dataset(cfg)`: a streaming ``ray.data.Dataset`` (decode runs in Ray tasks);
+- `iter_clips(cfg)`: a plain in-process generator (debugging, world size 1, baselines).
+
+A clip row is ``{clip_id, audio float32[T], sample_rate, labels list[str], fold, group,
+status, detail}``. Every input becomes exactly one row: skipped inputs keep their row with
+``status`` naming the reason and silent audio, so that clips in = clips accounted for
+out. Consumers keep rows with ``status in KEEP_STATUSES`` (see `usable`) and count the
+rest; `DecodeReport.from_rows` turns the status columns into a report.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+
+from sslsep import storage
+from sslsep.audio import KEEP_STATUSES, DecodeReport, decode_clip
+from sslsep.config import AudioConfig, DataConfig
+from sslsep.data import labels as labels_mod
+
+SHARD_COLUMNS = ("clip_id", "audio_bytes", "labels")   # the minimum a shard must hold
+SHARD_GLOB_EXT = (".parquet",)
+
+
+@dataclass
+class FolderItem:
+    uri: str
+    clip_id: str
+    labels: list[str]
+    fold: int = -1
+    group: str = ""
+
+
+def resolve_source(cfg: DataConfig) -> str:
+    """'auto' -> synthetic | folder | parquet, from what `path` holds."""
+    if cfg.source != "auto":
+        if cfg.source != "synthetic" and not cfg.path:
+            raise ValueError(f"data.source={cfg.source} needs data.path")
+        return cfg.source
+    if not cfg.path:
+        return "synthetic"
+    if cfg.path.endswith(".parquet"):
+        return "parquet"
+    fs, path = storage.get_fs(cfg.path)
+    if not fs.exists(path):
+        raise FileNotFoundError(f"data.path {cfg.path}: no such file or folder")
+    return "parquet" if storage.find(cfg.path, SHARD_GLOB_EXT) else "folder"
+
+
+# --------------------------------------------------------------------------- rows
+
+def _row(clip_id: str, audio: np.ndarray, rate: int, labels, fold: int, group: str,
+         status: str, detail: str) -> dict:
+    return {"clip_id": clip_id, "audio": audio, "sample_rate": rate, "labels": list(labels),
+            "fold": int(fold), "group": group, "status": status, "detail": detail}
+
+
+def decode_row(data: bytes, clip_id: str, labels, fold: int, group: str, audio: AudioConfig) -> dict:
+    d = decode_clip(data, audio, key=clip_id)
+    clip = d.audio if d.audio is not None else np.zeros(audio.num_samples, np.float32)
+    return _row(clip_id, clip, audio.sample_rate, labels, fold, group, d.status, d.detail)
+
+
+def _read_or_skip(item: FolderItem, audio: AudioConfig) -> dict:
+    try:
+        data = storage.read_bytes(item.uri)
+    except OSError as e:
+        return _row(item.clip_id, np.zeros(audio.num_samples, np.float32), audio.sample_rate,
+                    item.labels, item.fold, item.group, "unreadable", f"cannot open: {e}")
+    return decode_row(data, item.clip_id, item.labels, item.fold, item.group, audio)
+
+
+def _stack(rows: list[dict]) -> dict:
+    """list of rows -> a columnar numpy batch (audio stacked to (B, T))."""
+    out = {k: np.array([r[k] for r in rows]) for k in rows[0] if k not in ("audio", "stems", "labels")}
+    out["audio"] = np.stack([r["audio"] for r in rows])  # (B, T)
+    if "stems" in rows[0]:
+        out["stems"] = np.stack([r["stems"] for r in rows])  # (B, max_events, T)
+    out["labels"] = np.empty(len(rows), dtype=object)  # ragged lists: fill one by one
+    for i, r in enumerate(rows):
+        out["labels"][i] = list(r["labels"])
+    return out
+
+
+# --------------------------------------------------------------------------- folder
+
+def folder_items(cfg: DataConfig) -> tuple[list[FolderItem], list[tuple[str, str, str]], list[str]]:
+    """List the audio of a folder with its labels -> (items, problems, classes)."""
+    files = storage.find(cfg.path, cfg.extensions)
+    if not files:
+        raise FileNotFoundError(f"{cfg.path}: no audio files with extensions {cfg.extensions}")
+    rel = [storage.relpath(f, cfg.path) for f in files]
+    csv_uri = labels_mod.find_labels_csv(cfg.path, cfg.labels_csv)
+    table = (labels_mod.parse_labels(csv_uri, rel, cfg.class_index_csv) if csv_uri
+             else labels_mod.LabelTable({}, []))
+    items = []
+    for uri, r in zip(files, rel):
+        meta = table.lookup(r) or labels_mod.ClipMeta([])
+        items.append(FolderItem(uri, r, meta.labels, meta.fold, meta.group))
+    if cfg.max_clips:
+        items = items[:cfg.max_clips]
+    return items, table.problems, table.classes
+
+
+# --------------------------------------------------------------------------- parquet
+
+def shard_uris(uri: str) -> list[str]:
+    if uri.endswith(".parquet"):
+        return [uri]
+    shards = storage.find(uri, SHARD_GLOB_EXT)
+    if not shards:
+        raise FileNotFoundError(f"{uri}: no .parquet shards")
+    return shards
+
+
+def check_shards(uris: list[str]) -> None:
+    """Read every shard's footer; a shard without the clip columns is an error naming it."""
+    import pyarrow.parquet as pq
+    from concurrent.futures import ThreadPoolExecutor
+
+    def schema(u: str):
+        fs, path = storage.pyarrow_fs(u)
+        try:
+            return pq.read_schema(path, filesystem=fs)
+        except Exception as e:
+            raise ValueError(f"{u}: not a readable Parquet shard ({e})") from None
+
+    with ThreadPoolExecutor(8) as pool:
+        for u, s in zip(uris, pool.map(schema, uris)):
+            missing = [c for c in SHARD_COLUMNS if c not in s.names]
+            if missing:
+                raise ValueError(f"{u}: Parquet shard lacks column(s) {missing}; has {s.names}. "
+                                 f"Write shards with `sslsep data pack`.")
+
+
+def _shard_batch_rows(batch: dict, audio: AudioConfig) -> list[dict]:
+    n = len(batch["clip_id"])
+    fold = batch.get("fold", [-1] * n)
+    group = batch.get("group", [""] * n)
+    return [decode_row(batch["audio_bytes"][i], str(batch["clip_id"][i]), list(batch["labels"][i]),
+                       int(fold[i]), str(group[i]), audio) for i in range(n)]
+
+
+# --------------------------------------------------------------------------- synthetic
+
+def _synth_row(index: int, cfg: DataConfig, audio: AudioConfig, with_stems: bool) -> dict:
+    from sslsep.data.synthetic import generate_scene
+
+    s = cfg.synth
+    scene = generate_scene(int(index), seed=s.seed, sample_rate=audio.sample_rate,
+                           num_samples=audio.num_samples, min_events=s.min_events,
+                           max_events=s.max_events, gain_db=tuple(s.gain_db))
+    row = _row(scene.clip_id, scene.audio, audio.sample_rate, scene.labels, -1, scene.context, "ok", "")
+    if with_stems:
+        stems = np.zeros((s.max_events, audio.num_samples), np.float32)  # (max_events, T), zero rows pad
+        stems[:len(scene.stems)] = scene.stems
+        row["stems"], row["num_events"] = stems, len(scene.stems)
+    return row
+
+
+# --------------------------------------------------------------------------- public API
+
+def iter_clips(cfg: DataConfig, audio: AudioConfig, *, with_stems: bool = False) -> Iterator[dict]:
+    """In-process generator over the configured source: the same rows as `clip_dataset`."""
+    kind = resolve_source(cfg)
+    if kind == "synthetic":
+        for i in range(cfg.synth.num_clips):
+            yield _synth_row(i, cfg, audio, with_stems)
+    elif kind == "folder":
+        items, _, _ = folder_items(cfg)
+        for item in items:
+            yield _read_or_skip(item, audio)
+    else:
+        import pyarrow.parquet as pq
+
+        uris = shard_uris(cfg.path)
+        check_shards(uris)
+        left = cfg.max_clips or None
+        for u in uris:
+            fs, path = storage.pyarrow_fs(u)
+            table = pq.read_table(path, filesystem=fs)
+            for row in _shard_batch_rows(table.to_pydict(), audio):
+                yield row
+                if left is not None:
+                    left -= 1
+                    if left == 0:
+                        return
+
+
+def clip_dataset(cfg: DataConfig, audio: AudioConfig, *, with_stems: bool = False,
+                 parallelism: int = -1):
+    """The configured source as a streaming ray.data.Dataset of clip rows."""
+    import ray.data
+
+    kind = resolve_source(cfg)
+    if kind == "synthetic":
+        ds = ray.data.range(cfg.synth.num_clips, override_num_blocks=parallelism)
+
+        def synth(batch: dict) -> dict:
+            return _stack([_synth_row(i, cfg, audio, with_stems) for i in batch["id"]])
+
+        return ds.map_batches(synth, batch_size=16, batch_format="numpy")
+    if kind == "folder":
+        items, _, _ = folder_items(cfg)
+        # blocks of ~16 files: enough tasks to keep every core busy, few enough to be cheap
+        blocks = parallelism if parallelism > 0 else max(1, min(len(items) // 16, 2000))
+        ds = ray.data.from_items([vars(i) for i in items], override_num_blocks=blocks)
+
+        def decode_files(batch: dict) -> dict:
+            n = len(batch["uri"])
+            return _stack([_read_or_skip(FolderItem(batch["uri"][i], batch["clip_id"][i],
+                                                    list(batch["labels"][i]), int(batch["fold"][i]),
+                                                    batch["group"][i]), audio) for i in range(n)])
+
+        return ds.map_batches(decode_files, batch_size=16, batch_format="numpy")
+    uris = shard_uris(cfg.path)
+    check_shards(uris)
+    fs, _ = storage.pyarrow_fs(uris[0])
+    paths = [storage.get_fs(u)[1] for u in uris]
+    ds = ray.data.read_parquet(paths, filesystem=fs, override_num_blocks=parallelism)
+    if cfg.max_clips:
+        ds = ds.limit(cfg.max_clips)
+
+    def decode_shard(batch: dict) -> dict:
+        return _stack(_shard_batch_rows(batch, audio))
+
+    return ds.map_batches(decode_shard, batch_size=16, batch_format="numpy")
+
+
+def usable(ds):
+    """Keep the rows a model can train on (ok and silent); skipped rows are counted elsewhere."""
+    from ray.data.expressions import col
+
+    return ds.filter(expr=col("status").is_in(list(KEEP_STATUSES)))
+
+
+def report_from_rows(rows, problems=()) -> DecodeReport:
+    """Rows (dicts with clip_id/status/detail) + label problems -> a DecodeReport."""
+    report = DecodeReport()
+    for r in rows:
+        report.add(r["clip_id"], r["status"], r.get("detail", ""))
+    for problem in problems:
+        report.add_label_problem(*problem)
+    return report
+
+
+def dataset_report(ds, problems=()) -> DecodeReport:
+    """Run the dataset once for its status columns (decodes everything; for checks)."""
+    cols = ds.select_columns(["clip_id", "status", "detail"])
+    return report_from_rows(cols.iter_rows(), problems)
+
