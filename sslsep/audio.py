@@ -10,6 +10,7 @@ report can count them. Counting lives in :class:`DecodeReport`.
 from __future__ import annotations
 
 import io
+import re
 import struct
 import zlib
 from collections import Counter
@@ -101,7 +102,8 @@ def decode_clip(data: bytes, cfg: AudioConfig, key: str = "") -> Decoded:
     try:
         audio, rate = read_audio(data)
     except Exception as e:  # libsndfile reports every corruption as a generic error
-        msg = str(e).strip() or type(e).__name__
+        # libsndfile names the in-memory buffer ("Error opening <_io.BytesIO ...>"): drop it
+        msg = re.sub(r"^Error opening <[^>]*>:\s*", "", str(e).strip()) or type(e).__name__
         try:
             info_ok = sf.info(io.BytesIO(data)).frames > 0
         except Exception:

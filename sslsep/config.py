@@ -60,7 +60,7 @@ class SynthConfig:
     num_clips: int = _f(2000, min=1, help="clips in the training stream")
     seed: int = _f(0, min=0)
     min_events: int = _f(1, min=1, max=4)
-    max_events: int = _f(4, min=1, max=8)
+    max_events: int = _f(4, min=1, max=7, help="at most the smallest scene context (7 classes)")
     gain_db: list[float] = _f([-12.0, 0.0], help="per-event gain range [low, high] in dB")
 
 

@@ -1,0 +1,39 @@
+"""experiments/joint.py as users run it: run directory contents, resume, --data."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def joint(*args):
+    cmd = [sys.executable, str(REPO / "experiments" / "joint.py"), "--set", "ray.num_cpus=2", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+
+
+def test_joint_on_a_folder_accounts_for_every_clip_and_resumes(tmp_path, bad_folder):
+    root, expected = bad_folder
+    out = tmp_path / "run"
+    res = joint("--data", str(root), "--set", "audio.clip_seconds=1.0", "--out", str(out))
+    assert res.returncode == 0, res.stderr[-3000:]
+    cfg = yaml.safe_load((out / "config.yaml").read_text())
+    assert cfg["data"]["path"] == str(root) and cfg["audio"]["clip_seconds"] == 1.0
+    meta = json.loads((out / "run.json").read_text())
+    assert meta["packages"]["ray"].startswith("2.60") and meta["git_commit"]
+    report = json.loads((out / "data_report.json").read_text())
+    assert report["total"] == len(expected) and report["kept"] == 5
+    assert {s["name"] for s in report["skipped"]} == {k for k, s in expected.items() if s not in ("ok", "silent")}
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert lines[-1]["stage"] == "data" and lines[-1]["clips"] == len(expected)
+    again = joint("--data", str(root), "--set", "audio.clip_seconds=1.0", "--out", str(out))
+    assert again.returncode == 0 and "data: done already" in again.stdout
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == len(lines)
+
+
+def test_joint_bad_config_fails_fast_naming_the_key(tmp_path):
+    res = joint("--set", "data.synth.num_clipz=3", "--out", str(tmp_path / "x"))
+    assert res.returncode == 2 and "unknown key 'data.synth.num_clipz'" in res.stderr
