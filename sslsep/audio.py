@@ -9,6 +9,7 @@ report can count them. Counting lives in :class:`DecodeReport`.
 
 from __future__ import annotations
 
+import functools
 import io
 import re
 import struct
@@ -66,8 +67,15 @@ def resample(audio: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
     """(T,) float32 -> (T',) float32 with torchaudio's windowed-sinc resampler."""
     if rate_in == rate_out:
         return audio
-    out = torchaudio.functional.resample(torch.from_numpy(np.ascontiguousarray(audio)), rate_in, rate_out)
+    with torch.inference_mode():
+        out = _resampler(rate_in, rate_out)(torch.from_numpy(np.ascontiguousarray(audio)))
     return out.numpy().astype(np.float32, copy=False)
+
+
+@functools.lru_cache(maxsize=32)
+def _resampler(rate_in: int, rate_out: int) -> torchaudio.transforms.Resample:
+    """The sinc kernel costs more than applying it: build it once per pair of rates."""
+    return torchaudio.transforms.Resample(rate_in, rate_out)
 
 
 def crop_or_pad(audio: np.ndarray, num_samples: int, mode: str = "start", key: str = "") -> np.ndarray:

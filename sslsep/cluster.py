@@ -24,4 +24,8 @@ def init_ray(cfg: RayConfig, **kwargs):
     opts.setdefault("include_dashboard", None)
     opts.setdefault("log_to_driver", True)
     ray.init(address=address, **opts)
+    import ray.data
+
+    # our own progress lines say more per stage than Ray Data's bars, which flood job logs
+    ray.data.DataContext.get_current().enable_progress_bars = cfg.progress_bars
     return ray

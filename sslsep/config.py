@@ -79,11 +79,46 @@ class DataConfig:
 
 
 @dataclass
+class SeparationConfig:
+    """MixIT separator training (sslsep.separation). Model fields left empty ('' or 0)
+    take the value of the chosen size (sslsep.separation.model.SIZES)."""
+    size: str = _f("quick", choices=("quick", "paper"))
+    front_end: str = _f("", choices=("", "learned", "stft"))
+    n_sources: int = _f(0, min=0, max=16, help="M outputs; 0 = the size's default")
+    mask_activation: str = _f("", choices=("", "sigmoid", "softmax"))
+    consistency: str = _f("", choices=("", "uniform", "learned", "none"))
+    steps: int = _f(2000, min=1)
+    batch_clips: int = _f(8, min=2, help="clips per worker and step; pairs make the mixtures of mixtures")
+    lr: float = _f(1e-3, min=0.0)
+    grad_clip: float = _f(5.0, min=0.0, help="max gradient norm; 0 = off")
+    snr_max: float = _f(30.0, min=0.0, help="soft threshold of the MixIT negative SNR")
+    val_every: int = _f(200, min=1, help="steps between validations and resumable checkpoints")
+    val_clips: int = _f(64, min=2)
+    val_fraction: float = _f(0.1, min=0.0, max=0.5,
+                             help="real data: share of recording groups (e.g. fsID) held out")
+    checkpoint_steps: list[int] = _f([250, 500, 1000, 2000], min=1,
+                                     help="steps kept as convergence states (and the last step)")
+    max_minutes: float = _f(0.0, min=0.0, help="wall-clock budget for training; 0 = none")
+    num_workers: int = _f(1, min=1)
+    use_gpu: bool = _f(False)
+    cpus_per_worker: int = _f(1, min=1)
+    torch_threads: int = _f(0, min=0, help="0 = cpus_per_worker")
+    use_ray: bool = _f(True, help="false: run the same loop in this process (world size 1)")
+    registry: str = _f("", help="reuse this registry.json instead of training")
+
+    def model_overrides(self) -> dict:
+        fields = {"front_end": self.front_end, "n_sources": self.n_sources,
+                  "mask_activation": self.mask_activation, "consistency": self.consistency}
+        return {k: v for k, v in fields.items() if v}
+
+
+@dataclass
 class RayConfig:
     """How to reach Ray. address '' starts a local cluster; 'auto' joins a running one."""
     address: str = _f("")
     num_cpus: int = _f(0, min=0, help="0 = all cores (local cluster only)")
     num_gpus: int = _f(0, min=0, help="local cluster only; >0 lets tests schedule fake GPUs")
+    progress_bars: bool = _f(False, help="Ray Data's own progress bars")
 
 
 @dataclass
@@ -92,6 +127,7 @@ class ExperimentConfig:
     seed: int = _f(0, min=0)
     audio: AudioConfig = field(default_factory=AudioConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    separation: SeparationConfig = field(default_factory=SeparationConfig)
     ray: RayConfig = field(default_factory=RayConfig)
 
 
@@ -180,6 +216,13 @@ def _validate(cfg: ExperimentConfig, origin: str) -> None:
                           f"'data.synth.max_events' ({s.max_events})")
     if len(s.gain_db) != 2 or s.gain_db[0] > s.gain_db[1]:
         raise ConfigError(f"{origin}: key 'data.synth.gain_db' must be [low, high], got {s.gain_db}")
+    sep = cfg.separation
+    if sep.batch_clips % 2:
+        raise ConfigError(f"{origin}: key 'separation.batch_clips' must be even (pairs of clips), "
+                          f"got {sep.batch_clips}")
+    if sorted(set(sep.checkpoint_steps)) != sep.checkpoint_steps:
+        raise ConfigError(f"{origin}: key 'separation.checkpoint_steps' must be increasing, "
+                          f"got {sep.checkpoint_steps}")
     if cfg.audio.hop_ms > cfg.audio.win_ms:
         raise ConfigError(f"{origin}: key 'audio.hop_ms' ({cfg.audio.hop_ms}) exceeds 'audio.win_ms'")
 

@@ -13,6 +13,7 @@ rest; `DecodeReport.from_rows` turns the status columns into a report.
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -34,6 +35,17 @@ class FolderItem:
     labels: list[str]
     fold: int = -1
     group: str = ""
+
+
+def is_held_out(clip_id: str, group: str, fraction: float) -> bool:
+    """Deterministic train/validation split by recording group (e.g. UrbanSound8K's fsID),
+    or by clip when there is no group: all clips of one recording land on one side."""
+    key = group or clip_id
+    return zlib.crc32(key.encode()) % 10000 < round(fraction * 10000)
+
+
+def _in_split(clip_id: str, group: str, split: str | None, fraction: float) -> bool:
+    return split is None or is_held_out(clip_id, group, fraction) == (split == "val")
 
 
 def resolve_source(cfg: DataConfig) -> str:
@@ -87,10 +99,19 @@ def _stack(rows: list[dict]) -> dict:
     return out
 
 
+def _empty_batch(audio: AudioConfig) -> dict:
+    return {"clip_id": np.array([], dtype=object), "audio": np.zeros((0, audio.num_samples), np.float32),
+            "sample_rate": np.array([], np.int64), "labels": np.array([], dtype=object),
+            "fold": np.array([], np.int64), "group": np.array([], dtype=object),
+            "status": np.array([], dtype=object), "detail": np.array([], dtype=object)}
+
+
 # --------------------------------------------------------------------------- folder
 
-def folder_items(cfg: DataConfig) -> tuple[list[FolderItem], list[tuple[str, str, str]], list[str]]:
-    """List the audio of a folder with its labels -> (items, problems, classes)."""
+def folder_items(cfg: DataConfig, split: str | None = None, val_fraction: float = 0.0
+                 ) -> tuple[list[FolderItem], list[tuple[str, str, str]], list[str]]:
+    """List the audio of a folder with its labels -> (items, problems, classes).
+    `split` ('train' | 'val') keeps one side of the `is_held_out` split."""
     files = storage.find(cfg.path, cfg.extensions)
     if not files:
         raise FileNotFoundError(f"{cfg.path}: no audio files with extensions {cfg.extensions}")
@@ -101,7 +122,8 @@ def folder_items(cfg: DataConfig) -> tuple[list[FolderItem], list[tuple[str, str
     items = []
     for uri, r in zip(files, rel):
         meta = table.lookup(r) or labels_mod.ClipMeta([])
-        items.append(FolderItem(uri, r, meta.labels, meta.fold, meta.group))
+        if _in_split(r, meta.group, split, val_fraction):
+            items.append(FolderItem(uri, r, meta.labels, meta.fold, meta.group))
     if cfg.max_clips:
         items = items[:cfg.max_clips]
     return items, table.problems, table.classes
@@ -138,12 +160,14 @@ def check_shards(uris: list[str]) -> None:
                                  f"Write shards with `sslsep data pack`.")
 
 
-def _shard_batch_rows(batch: dict, audio: AudioConfig) -> list[dict]:
+def _shard_batch_rows(batch: dict, audio: AudioConfig, split: str | None = None,
+                      val_fraction: float = 0.0) -> list[dict]:
     n = len(batch["clip_id"])
     fold = batch.get("fold", [-1] * n)
     group = batch.get("group", [""] * n)
     return [decode_row(batch["audio_bytes"][i], str(batch["clip_id"][i]), list(batch["labels"][i]),
-                       int(fold[i]), str(group[i]), audio) for i in range(n)]
+                       int(fold[i]), str(group[i]), audio) for i in range(n)
+            if _in_split(str(batch["clip_id"][i]), str(group[i]), split, val_fraction)]
 
 
 # --------------------------------------------------------------------------- synthetic
@@ -165,14 +189,17 @@ def _synth_row(index: int, cfg: DataConfig, audio: AudioConfig, with_stems: bool
 
 # --------------------------------------------------------------------------- public API
 
-def iter_clips(cfg: DataConfig, audio: AudioConfig, *, with_stems: bool = False) -> Iterator[dict]:
-    """In-process generator over the configured source: the same rows as `clip_dataset`."""
+def iter_clips(cfg: DataConfig, audio: AudioConfig, *, with_stems: bool = False,
+               split: str | None = None, val_fraction: float = 0.0) -> Iterator[dict]:
+    """In-process generator over the configured source: the same rows as `clip_dataset`.
+    `split` selects one side of `is_held_out` for real data (synthetic data has no split:
+    validation scenes come from another seed)."""
     kind = resolve_source(cfg)
     if kind == "synthetic":
         for i in range(cfg.synth.num_clips):
             yield _synth_row(i, cfg, audio, with_stems)
     elif kind == "folder":
-        items, _, _ = folder_items(cfg)
+        items, _, _ = folder_items(cfg, split, val_fraction)
         for item in items:
             yield _read_or_skip(item, audio)
     else:
@@ -184,7 +211,7 @@ def iter_clips(cfg: DataConfig, audio: AudioConfig, *, with_stems: bool = False)
         for u in uris:
             fs, path = storage.pyarrow_fs(u)
             table = pq.read_table(path, filesystem=fs)
-            for row in _shard_batch_rows(table.to_pydict(), audio):
+            for row in _shard_batch_rows(table.to_pydict(), audio, split, val_fraction):
                 yield row
                 if left is not None:
                     left -= 1
@@ -193,8 +220,8 @@ def iter_clips(cfg: DataConfig, audio: AudioConfig, *, with_stems: bool = False)
 
 
 def clip_dataset(cfg: DataConfig, audio: AudioConfig, *, with_stems: bool = False,
-                 parallelism: int = -1):
-    """The configured source as a streaming ray.data.Dataset of clip rows."""
+                 split: str | None = None, val_fraction: float = 0.0, parallelism: int = -1):
+    """The configured source as a streaming ray.data.Dataset of clip rows (see `iter_clips`)."""
     import ray.data
 
     kind = resolve_source(cfg)
@@ -206,7 +233,7 @@ def clip_dataset(cfg: DataConfig, audio: AudioConfig, *, with_stems: bool = Fals
 
         return ds.map_batches(synth, batch_size=16, batch_format="numpy")
     if kind == "folder":
-        items, _, _ = folder_items(cfg)
+        items, _, _ = folder_items(cfg, split, val_fraction)
         # blocks of ~16 files: enough tasks to keep every core busy, few enough to be cheap
         blocks = parallelism if parallelism > 0 else max(1, min(len(items) // 16, 2000))
         ds = ray.data.from_items([vars(i) for i in items], override_num_blocks=blocks)
@@ -227,7 +254,8 @@ def clip_dataset(cfg: DataConfig, audio: AudioConfig, *, with_stems: bool = Fals
         ds = ds.limit(cfg.max_clips)
 
     def decode_shard(batch: dict) -> dict:
-        return _stack(_shard_batch_rows(batch, audio))
+        rows = _shard_batch_rows(batch, audio, split, val_fraction)
+        return _stack(rows) if rows else _empty_batch(audio)
 
     return ds.map_batches(decode_shard, batch_size=16, batch_format="numpy")
 

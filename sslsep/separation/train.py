@@ -1,0 +1,352 @@
+"""MixIT separator training: one per-worker loop, run by Ray Train or in this process.
+
+`train_loop(config)` is the per-worker function. Under Ray Train's TorchTrainer it reads
+its shard of the clip Dataset, wraps the model in DDP, and reports metrics and resumable
+checkpoints to Ray; with `separation.use_ray: false` the same loop runs at world size 1
+on `iter_clips`, for debugging. Either way rank 0 writes `metrics.jsonl`, the convergence
+states under `RUN_DIR/separators/` and `RUN_DIR/registry.json`.
+
+A step: 2P clips -> P mixtures of mixtures -> separator -> M outputs -> MixIT loss against
+the P pairs of clips (sslsep.separation.mixit). Validation (rank 0) reports the MixIT loss
+and SI-SNRi on held-out mixtures of mixtures, and, where stems exist (synthetic scenes),
+multi-source SI-SNRi and single-source SI-SNR on held-out single scenes.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import math
+import os
+import tempfile
+import time
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from sslsep import storage
+from sslsep.config import ExperimentConfig, from_dict, to_dict
+from sslsep.data.sources import KEEP_STATUSES, iter_clips, resolve_source
+from sslsep.run import RunDir
+from sslsep.separation.metrics import (mean_valid, multi_source_si_snri, pairwise_si_snr, si_snr,
+                                       single_source_si_snr)
+from sslsep.separation.mixit import mixit_loss, mixture_of_mixtures
+from sslsep.separation.model import Separator, build_separator
+from sslsep.separation.registry import register, state_name
+
+VAL_SEED_OFFSET = 1_000_003  # validation scenes: a seed no training stream uses
+
+
+# --------------------------------------------------------------------------- validation
+
+def validation_set(cfg: ExperimentConfig) -> dict[str, torch.Tensor]:
+    """Held-out clips as tensors: audio (N, T), and for synthetic scenes stems (N, K, T)
+    and num_events (N,). Real data: the held-out recording groups (`is_held_out`)."""
+    sep = cfg.separation
+    if resolve_source(cfg.data) == "synthetic":
+        data = copy.deepcopy(cfg.data)
+        data.synth.seed += VAL_SEED_OFFSET
+        data.synth.num_clips = sep.val_clips
+        rows = list(iter_clips(data, cfg.audio, with_stems=True))
+    else:
+        rows = []
+        for r in iter_clips(cfg.data, cfg.audio, split="val", val_fraction=sep.val_fraction):
+            if r["status"] == "ok":  # silent clips make undefined references
+                rows.append(r)
+            if len(rows) == sep.val_clips:
+                break
+        if len(rows) < 2:
+            raise ValueError(f"{cfg.data.path}: fewer than 2 held-out clips with "
+                             f"separation.val_fraction={sep.val_fraction}; raise it")
+    out = {"audio": torch.from_numpy(np.stack([r["audio"] for r in rows]))}  # (N, T)
+    if "stems" in rows[0]:
+        out["stems"] = torch.from_numpy(np.stack([r["stems"] for r in rows]))  # (N, K, T)
+        out["num_events"] = torch.tensor([r["num_events"] for r in rows])  # (N,)
+    return out
+
+
+def remix(est: torch.Tensor, assignment: torch.Tensor) -> torch.Tensor:
+    """est (B, M, T), assignment (B, M) in {0, 1} -> the two remixed mixtures (B, 2, T)."""
+    a = torch.stack([1 - assignment, assignment], dim=1).to(est.dtype)  # (B, 2, M)
+    return torch.einsum("bjm,bmt->bjt", a, est)  # (B, 2, T)
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, val: dict[str, torch.Tensor], snr_max: float = 30.0,
+             batch: int = 8) -> dict[str, float]:
+    """Validation metrics (dB) of a separator on `validation_set` tensors."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    audio = val["audio"]
+    pairs = audio[: audio.shape[0] // 2 * 2]
+    losses, mom_gain = [], []
+    for i in range(0, pairs.shape[0], 2 * batch):
+        mom, mixtures = mixture_of_mixtures(pairs[i:i + 2 * batch].to(device))  # (P, T), (P, 2, T)
+        est = model(mom)  # (P, M, T)
+        loss, assignment = mixit_loss(est, mixtures, snr_max)
+        losses.append(loss.cpu())
+        rm = remix(est, assignment)  # (P, 2, T)
+        gain = si_snr(rm, mixtures) - si_snr(mom.unsqueeze(1).expand_as(mixtures), mixtures)  # (P, 2)
+        silent = mixtures.pow(2).sum(-1) < 1e-8  # (P, 2)
+        mom_gain.append(torch.where(silent, torch.full_like(gain, float("nan")), gain).cpu())
+    out = {"val_mixit_loss": float(torch.cat(losses).mean()),
+           "val_mom_si_snri": float(mean_valid(torch.cat(mom_gain)))}
+    if "stems" in val:
+        multi, single_sum, single_best = [], [], []
+        for i in range(0, audio.shape[0], batch):
+            mix = audio[i:i + batch].to(device)  # (b, T)
+            stems = val["stems"][i:i + batch].to(device)  # (b, K, T)
+            n = val["num_events"][i:i + batch].to(device)  # (b,)
+            est = model(mix)  # (b, M, T)
+            mask = torch.arange(stems.shape[1], device=device)[None] < n[:, None]  # (b, K)
+            many = n >= 2
+            if many.any():
+                multi.append(multi_source_si_snri(est[many], stems[many], mix[many], mask[many]).cpu())
+            one = n == 1
+            if one.any():
+                single_sum.append(single_source_si_snr(est[one], stems[one, 0]).cpu())
+                single_best.append(pairwise_si_snr(est[one], stems[one, :1]).amax(-1).squeeze(-1).cpu())
+        if multi:
+            out["val_si_snri"] = float(mean_valid(torch.cat([m.flatten() for m in multi])))
+        if single_sum:
+            out["val_ss_si_snr"] = float(mean_valid(torch.cat(single_sum).clamp(max=100.0)))
+            out["val_ss_best_si_snr"] = float(mean_valid(torch.cat(single_best)))
+    model.train(was_training)
+    return out
+
+
+# --------------------------------------------------------------------------- sessions
+
+class _LocalSession:
+    """World size 1 in this process: batches from `iter_clips`, state in RUN_DIR."""
+    rank, world_size = 0, 1
+
+    def __init__(self, cfg: ExperimentConfig, run: RunDir):
+        self.cfg, self.run = cfg, run
+        self.state_uri = run.uri("separator_train_state.pt")
+
+    def batches(self) -> Iterator[torch.Tensor]:
+        sep, batch = self.cfg.separation, []
+        for r in iter_clips(self.cfg.data, self.cfg.audio, split="train", val_fraction=self.val_fraction):
+            if r["status"] in KEEP_STATUSES:
+                batch.append(r["audio"])
+            if len(batch) == sep.batch_clips:
+                yield torch.from_numpy(np.stack(batch))  # (B, T)
+                batch = []
+
+    @property
+    def val_fraction(self) -> float:
+        return 0.0 if resolve_source(self.cfg.data) == "synthetic" else self.cfg.separation.val_fraction
+
+    def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
+        return model
+
+    def restore(self) -> dict | None:
+        if not storage.exists(self.state_uri):
+            return None
+        return torch.load(io.BytesIO(storage.read_bytes(self.state_uri)), weights_only=False)
+
+    def report(self, metrics: dict, state: dict | None) -> None:
+        if state is not None:
+            buf = io.BytesIO()
+            torch.save(state, buf)
+            storage.write_bytes(self.state_uri, buf.getvalue())
+
+    def any_rank(self, flag: bool) -> bool:
+        return flag
+
+
+class _RaySession:
+    """Inside Ray Train: the Dataset shard, DDP, ray.train.report and get_checkpoint."""
+
+    def __init__(self, cfg: ExperimentConfig):
+        import ray.train
+
+        self.cfg, self.train = cfg, ray.train
+        ctx = ray.train.get_context()
+        self.rank, self.world_size = ctx.get_world_rank(), ctx.get_world_size()
+        self.shard = ray.train.get_dataset_shard("train")
+
+    def batches(self) -> Iterator[torch.Tensor]:
+        b = self.cfg.separation.batch_clips
+        for batch in self.shard.iter_torch_batches(batch_size=b, drop_last=True,
+                                                   local_shuffle_buffer_size=4 * b):
+            yield batch["audio"]  # (B, T)
+
+    def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
+        import ray.train.torch
+
+        return ray.train.torch.prepare_model(model)
+
+    def restore(self) -> dict | None:
+        ckpt = self.train.get_checkpoint()
+        if ckpt is None:
+            return None
+        with ckpt.as_directory() as d:
+            return torch.load(os.path.join(d, "state.pt"), weights_only=False)
+
+    def report(self, metrics: dict, state: dict | None) -> None:
+        if state is None or self.rank != 0:
+            self.train.report(metrics)
+            return
+        with tempfile.TemporaryDirectory() as d:
+            torch.save(state, os.path.join(d, "state.pt"))
+            self.train.report(metrics, checkpoint=self.train.Checkpoint.from_directory(d))
+
+    def any_rank(self, flag: bool) -> bool:
+        """True on every rank if it is true on one: DDP workers must stop together."""
+        import torch.distributed as dist
+
+        if self.world_size == 1 or not dist.is_initialized():
+            return flag
+        t = torch.tensor([float(flag)], device=_device())
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item())
+
+
+def _device() -> torch.device:
+    if torch.cuda.is_available():
+        try:
+            import ray.train.torch
+
+            return ray.train.torch.get_device()
+        except Exception:
+            return torch.device("cuda")
+    return torch.device("cpu")
+
+
+# --------------------------------------------------------------------------- the loop
+
+def _save_state_file(model: Separator, run: RunDir, step: int, metrics: dict, cfg: ExperimentConfig) -> dict:
+    """Write one convergence state (loads alone with load_separator) and register it."""
+    name = state_name(step)
+    rel = f"separators/{name}.pt"
+    payload = {"state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+               "model_args": dict(model.config), "step": step, "metrics": metrics,
+               "config": to_dict(cfg), "name": name}
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    storage.write_bytes(run.uri(rel), buf.getvalue())
+    return register(run.path, {"name": name, "step": step, "path": rel, "metrics": metrics},
+                    run=os.path.basename(run.path.rstrip("/")))
+
+
+def train_loop(config: dict) -> None:
+    """Per-worker MixIT training. config = {"cfg": resolved config dict, "run_dir": str}."""
+    cfg = from_dict(config["cfg"], "train_loop_config")
+    sep = cfg.separation
+    run = RunDir(config["run_dir"])
+    session = _LocalSession(cfg, run) if config.get("local") else _RaySession(cfg)
+    torch.set_num_threads(sep.torch_threads or sep.cpus_per_worker)
+    torch.manual_seed(cfg.seed + session.rank)
+    device = _device()
+
+    model = build_separator(sep.size, sample_rate=cfg.audio.sample_rate, **sep.model_overrides())
+    optimizer = torch.optim.Adam(model.parameters(), lr=sep.lr)
+    step, elapsed_before = 0, 0.0
+    state = session.restore()
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        step, elapsed_before = state["step"], state.get("elapsed_s", 0.0)
+    core = model.to(device)
+    model = session.prepare(core)
+    val = validation_set(cfg) if session.rank == 0 else None
+    budget_s = sep.max_minutes * 60 or math.inf
+    stops = set(sep.checkpoint_steps)
+    t_start = time.monotonic()
+    window: list[float] = []
+    wait_s = compute_s = 0.0
+    done = step >= sep.steps
+    while not done:
+        t_wait, batches = time.monotonic(), 0
+        for audio in session.batches():
+            batches += 1
+            t0 = time.monotonic()
+            wait_s += t0 - t_wait
+            mom, mixtures = mixture_of_mixtures(audio.to(device))  # (P, T), (P, 2, T)
+            est = model(mom)  # (P, M, T)
+            loss, _ = mixit_loss(est, mixtures, sep.snr_max)  # (P,)
+            optimizer.zero_grad(set_to_none=True)
+            loss.mean().backward()
+            if sep.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), sep.grad_clip)
+            optimizer.step()
+            step += 1
+            window.append(float(loss.mean().detach()))
+            compute_s += time.monotonic() - t0
+            elapsed = elapsed_before + time.monotonic() - t_start
+            done = session.any_rank(step >= sep.steps or elapsed >= budget_s)
+            keep = step in stops or done
+            if step % sep.val_every == 0 or keep:
+                metrics = {"stage": "separation", "step": step, "elapsed_s": round(elapsed, 1),
+                           "train_mixit_loss": float(np.mean(window)),
+                           "data_wait_share": round(wait_s / max(wait_s + compute_s, 1e-9), 3),
+                           "steps_per_s": round(len(window) / max(wait_s + compute_s, 1e-9), 3)}
+                window, wait_s, compute_s = [], 0.0, 0.0
+                if keep:
+                    metrics["final"] = done
+                if session.rank == 0:
+                    metrics.update(evaluate(core, val, sep.snr_max))
+                    if keep:
+                        _save_state_file(core, run, step, metrics, cfg)
+                    run.log_metrics(metrics)
+                state = {"model": core.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+                         "elapsed_s": elapsed}
+                session.report(metrics, state)
+            if done:
+                break
+            t_wait = time.monotonic()
+        if batches == 0:
+            raise ValueError(f"no training batch of {sep.batch_clips} usable clips in {cfg.data.path or 'synthetic'}")
+
+
+# --------------------------------------------------------------------------- driver
+
+def train_separators(cfg: ExperimentConfig, run: RunDir) -> dict:
+    """Train (or resume, or reuse) the separators of `cfg`; returns the registry dict."""
+    from sslsep.separation.registry import read_registry
+
+    sep = cfg.separation
+    if sep.registry:
+        return read_registry(sep.registry)
+    reg_uri = run.uri("registry.json")
+    if storage.exists(reg_uri):
+        reg = read_registry(reg_uri)
+        if reg["separators"] and reg["separators"][-1].get("metrics", {}).get("final"):
+            return reg
+    config = {"cfg": to_dict(cfg), "run_dir": run.path}
+    if not sep.use_ray:
+        train_loop({**config, "local": True})
+    else:
+        _fit_on_ray(cfg, run, config)
+    return read_registry(reg_uri)
+
+
+def _fit_on_ray(cfg: ExperimentConfig, run: RunDir, config: dict) -> None:
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    from sslsep.data.sources import clip_dataset, usable
+
+    sep = cfg.separation
+    synthetic = resolve_source(cfg.data) == "synthetic"
+    ds = usable(clip_dataset(cfg.data, cfg.audio, split=None if synthetic else "train",
+                             val_fraction=sep.val_fraction)).select_columns(["audio"])
+    storage_path = run.uri("ray_train")
+    fs = None
+    if storage.is_remote(storage_path):
+        fs, storage_path = storage.pyarrow_fs(storage_path)
+    else:
+        storage_path = os.path.abspath(storage_path)
+    trainer = TorchTrainer(
+        train_loop, train_loop_config=config, datasets={"train": ds},
+        scaling_config=ray.train.ScalingConfig(num_workers=sep.num_workers, use_gpu=sep.use_gpu,
+                                               resources_per_worker={"CPU": sep.cpus_per_worker}),
+        run_config=ray.train.RunConfig(
+            name="separator", storage_path=storage_path, storage_filesystem=fs,
+            failure_config=ray.train.FailureConfig(max_failures=3),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2)))
+    trainer.fit()
