@@ -288,6 +288,8 @@ def train_loop(config: dict) -> None:
                 window, wait_s, compute_s = [], 0.0, 0.0
                 if keep:
                     metrics["final"] = done
+                if done:
+                    metrics["stopped_by"] = "steps" if step >= sep.steps else "max_minutes"
                 if session.rank == 0:
                     metrics.update(evaluate(core, val, sep.snr_max))
                     if keep:
@@ -315,8 +317,9 @@ def train_separators(cfg: ExperimentConfig, run: RunDir) -> dict:
     reg_uri = run.uri("registry.json")
     if storage.exists(reg_uri):
         reg = read_registry(reg_uri)
-        if reg["separators"] and reg["separators"][-1].get("metrics", {}).get("final"):
-            return reg
+        last = reg["separators"][-1]["metrics"] if reg["separators"] else {}
+        if last.get("final") and (last["step"] >= sep.steps or last.get("stopped_by") == "max_minutes"):
+            return reg  # finished: reuse; a longer schedule resumes from the last checkpoint
     config = {"cfg": to_dict(cfg), "run_dir": run.path}
     if not sep.use_ray:
         train_loop({**config, "local": True})
