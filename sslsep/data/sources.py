@@ -220,8 +220,11 @@ def iter_clips(cfg: DataConfig, audio: AudioConfig, *, with_stems: bool = False,
 
 
 def clip_dataset(cfg: DataConfig, audio: AudioConfig, *, with_stems: bool = False,
-                 split: str | None = None, val_fraction: float = 0.0, parallelism: int = -1):
-    """The configured source as a streaming ray.data.Dataset of clip rows (see `iter_clips`)."""
+                 split: str | None = None, val_fraction: float = 0.0, shuffle_seed: int | None = None,
+                 parallelism: int = -1):
+    """The configured source as a streaming ray.data.Dataset of clip rows (see `iter_clips`).
+    `shuffle_seed` orders files (folders) or blocks (shards) at random, cheaply: folders list
+    a recording's clips side by side, and training pairs must not come from one recording."""
     import ray.data
 
     kind = resolve_source(cfg)
@@ -234,6 +237,8 @@ def clip_dataset(cfg: DataConfig, audio: AudioConfig, *, with_stems: bool = Fals
         return ds.map_batches(synth, batch_size=16, batch_format="numpy")
     if kind == "folder":
         items, _, _ = folder_items(cfg, split, val_fraction)
+        if shuffle_seed is not None:
+            items = [items[i] for i in np.random.default_rng(shuffle_seed).permutation(len(items))]
         # blocks of ~16 files: enough tasks to keep every core busy, few enough to be cheap
         blocks = parallelism if parallelism > 0 else max(1, min(len(items) // 16, 2000))
         ds = ray.data.from_items([vars(i) for i in items], override_num_blocks=blocks)
@@ -252,6 +257,8 @@ def clip_dataset(cfg: DataConfig, audio: AudioConfig, *, with_stems: bool = Fals
     ds = ray.data.read_parquet(paths, filesystem=fs, override_num_blocks=parallelism)
     if cfg.max_clips:
         ds = ds.limit(cfg.max_clips)
+    if shuffle_seed is not None:
+        ds = ds.randomize_block_order(seed=shuffle_seed)
 
     def decode_shard(batch: dict) -> dict:
         rows = _shard_batch_rows(batch, audio, split, val_fraction)

@@ -20,6 +20,7 @@ import math
 import os
 import tempfile
 import time
+import zlib
 from typing import Iterator
 
 import numpy as np
@@ -50,12 +51,10 @@ def validation_set(cfg: ExperimentConfig) -> dict[str, torch.Tensor]:
         data.synth.num_clips = sep.val_clips
         rows = list(iter_clips(data, cfg.audio, with_stems=True))
     else:
-        rows = []
-        for r in iter_clips(cfg.data, cfg.audio, split="val", val_fraction=sep.val_fraction):
-            if r["status"] == "ok":  # silent clips make undefined references
-                rows.append(r)
-            if len(rows) == sep.val_clips:
-                break
+        # silent clips make undefined references; a hash order pairs clips of different recordings
+        rows = [r for r in iter_clips(cfg.data, cfg.audio, split="val", val_fraction=sep.val_fraction)
+                if r["status"] == "ok"]
+        rows = sorted(rows, key=lambda r: zlib.crc32(r["clip_id"].encode()))[:sep.val_clips]
         if len(rows) < 2:
             raise ValueError(f"{cfg.data.path}: fewer than 2 held-out clips with "
                              f"separation.val_fraction={sep.val_fraction}; raise it")
@@ -172,7 +171,7 @@ class _RaySession:
     def batches(self) -> Iterator[torch.Tensor]:
         b = self.cfg.separation.batch_clips
         for batch in self.shard.iter_torch_batches(batch_size=b, drop_last=True,
-                                                   local_shuffle_buffer_size=4 * b):
+                                                   local_shuffle_buffer_size=max(64, 4 * b)):
             yield batch["audio"]  # (B, T)
 
     def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
@@ -337,7 +336,7 @@ def _fit_on_ray(cfg: ExperimentConfig, run: RunDir, config: dict) -> None:
     sep = cfg.separation
     synthetic = resolve_source(cfg.data) == "synthetic"
     ds = usable(clip_dataset(cfg.data, cfg.audio, split=None if synthetic else "train",
-                             val_fraction=sep.val_fraction)).select_columns(["audio"])
+                             val_fraction=sep.val_fraction, shuffle_seed=cfg.seed)).select_columns(["audio"])
     storage_path = run.uri("ray_train")
     fs = None
     if storage.is_remote(storage_path):
