@@ -3,7 +3,8 @@ or `ray job submit --working-dir . -- python experiments/joint.py --config ...`.
 
 Stages run in order, each writing under the run directory; a finished stage is skipped
 when the same config runs again. Stages so far: data (stream every clip through Ray Data,
-decode, account for each one).
+decode, account for each one) and separation (MixIT separators at several convergence
+states, RUN_DIR/registry.json).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from sslsep.data.sources import clip_dataset, folder_items, resolve_source  # no
 from sslsep.audio import DecodeReport  # noqa: E402
 from sslsep.progress import Progress  # noqa: E402
 from sslsep.run import add_run_args, main_guard, start_run  # noqa: E402
+from sslsep.separation.train import train_separators  # noqa: E402
 
 
 def data_stage(cfg, run) -> dict:
@@ -59,6 +61,8 @@ def main() -> None:
     print(f"run directory: {run.path}")
     init_ray(cfg.ray)
     data_stage(cfg, run)
+    reg = train_separators(cfg, run)
+    print(f"separation: {len(reg['separators'])} convergence states in {run.uri('registry.json')}")
 
 
 if __name__ == "__main__":

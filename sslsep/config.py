@@ -104,12 +104,36 @@ class SeparationConfig:
     cpus_per_worker: int = _f(1, min=1)
     torch_threads: int = _f(0, min=0, help="0 = cpus_per_worker")
     use_ray: bool = _f(True, help="false: run the same loop in this process (world size 1)")
+    cache_gb: float = _f(4.0, min=0.0, help="real data whose decoded clips fit in this many GB is decoded "
+                         "once and kept in Ray's object store across epochs; 0 = stream every epoch")
     registry: str = _f("", help="reuse this registry.json instead of training")
 
     def model_overrides(self) -> dict:
         fields = {"front_end": self.front_end, "n_sources": self.n_sources,
                   "mask_activation": self.mask_activation, "consistency": self.consistency}
         return {k: v for k, v in fields.items() if v}
+
+
+@dataclass
+class AugmentConfig:
+    """The separation augmentation service (sslsep.views): separators -> views of each clip."""
+    registry: str = _f("", help="registry.json of trained separators; '' = the run's own")
+    separators: list[str] = _f([], help="names or steps from the registry; [] = all")
+    kinds: list[str] = _f(["mixture", "channel", "sum"],
+                          help="view kinds to draw from: mixture, channel, sum")
+    views_per_clip: int = _f(2, min=1, max=16)
+    across_separators: bool = _f(True, help="each view may come from a different separator")
+    crop_seconds: float = _f(2.0, min=0.1, help="length of every view")
+    same_crop: bool = _f(False, help="all views of a clip from one time span (else independent crops)")
+    min_channel_db: float = _f(-30.0, max=0.0,
+                               help="channels quieter than this, relative to the mixture, are not views")
+    batch_size: int = _f(8, min=1, help="clips per separator call")
+    min_actors: int = _f(1, min=1)
+    max_actors: int = _f(1, min=1)
+    cpus_per_actor: float = _f(1.0, min=0.0)
+    gpus_per_actor: float = _f(0.0, min=0.0, max=8.0, help="fractions share a GPU between actors")
+    torch_threads: int = _f(1, min=1)
+    max_restarts: int = _f(-1, min=-1, help="actor restarts after a crash (-1 = unlimited)")
 
 
 @dataclass
@@ -128,6 +152,7 @@ class ExperimentConfig:
     audio: AudioConfig = field(default_factory=AudioConfig)
     data: DataConfig = field(default_factory=DataConfig)
     separation: SeparationConfig = field(default_factory=SeparationConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
     ray: RayConfig = field(default_factory=RayConfig)
 
 
@@ -223,6 +248,16 @@ def _validate(cfg: ExperimentConfig, origin: str) -> None:
     if sorted(set(sep.checkpoint_steps)) != sep.checkpoint_steps:
         raise ConfigError(f"{origin}: key 'separation.checkpoint_steps' must be increasing, "
                           f"got {sep.checkpoint_steps}")
+    aug = cfg.augment
+    bad_kinds = sorted(set(aug.kinds) - {"mixture", "channel", "sum"})
+    if bad_kinds or not aug.kinds:
+        raise ConfigError(f"{origin}: key 'augment.kinds' takes mixture, channel, sum; got {aug.kinds}")
+    if aug.min_actors > aug.max_actors:
+        raise ConfigError(f"{origin}: key 'augment.min_actors' ({aug.min_actors}) exceeds "
+                          f"'augment.max_actors' ({aug.max_actors})")
+    if aug.crop_seconds > cfg.audio.clip_seconds:
+        raise ConfigError(f"{origin}: key 'augment.crop_seconds' ({aug.crop_seconds}) exceeds "
+                          f"'audio.clip_seconds' ({cfg.audio.clip_seconds})")
     if cfg.audio.hop_ms > cfg.audio.win_ms:
         raise ConfigError(f"{origin}: key 'audio.hop_ms' ({cfg.audio.hop_ms}) exceeds 'audio.win_ms'")
 
@@ -269,7 +304,21 @@ def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] 
         if cfg.data.source == "synthetic":
             cfg.data.source = "auto"
     _validate(cfg, "config" if path is None else str(path))
+    _absolute_paths(cfg)
     return cfg
+
+
+PATH_KEYS = (("data", "path"), ("data", "labels_csv"), ("data", "class_index_csv"),
+             ("separation", "registry"), ("augment", "registry"))
+
+
+def _absolute_paths(cfg: ExperimentConfig) -> None:
+    """Local paths become absolute: Ray workers run in other directories."""
+    for section, key in PATH_KEYS:
+        obj = getattr(cfg, section)
+        value = getattr(obj, key)
+        if value and "://" not in value and not Path(value).is_absolute():
+            setattr(obj, key, str(Path(value).resolve()))
 
 
 def to_dict(cfg: Any) -> dict:

@@ -18,7 +18,10 @@ def joint(*args):
 def test_joint_on_a_folder_accounts_for_every_clip_and_resumes(tmp_path, bad_folder):
     root, expected = bad_folder
     out = tmp_path / "run"
-    res = joint("--data", str(root), "--set", "audio.clip_seconds=1.0", "--out", str(out))
+    tiny = ["--set", "audio.clip_seconds=1.0", "--set", "separation.steps=2", "--set", "separation.val_clips=4",
+            "--set", "separation.batch_clips=2", "--set", "separation.checkpoint_steps=[1]",
+            "--set", "separation.val_fraction=0.5", "--set", "separation.use_ray=false"]
+    res = joint("--data", str(root), *tiny, "--out", str(out))
     assert res.returncode == 0, res.stderr[-3000:]
     cfg = yaml.safe_load((out / "config.yaml").read_text())
     assert cfg["data"]["path"] == str(root) and cfg["audio"]["clip_seconds"] == 1.0
@@ -28,8 +31,10 @@ def test_joint_on_a_folder_accounts_for_every_clip_and_resumes(tmp_path, bad_fol
     assert report["total"] == len(expected) and report["kept"] == 5
     assert {s["name"] for s in report["skipped"]} == {k for k, s in expected.items() if s not in ("ok", "silent")}
     lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
-    assert lines[-1]["stage"] == "data" and lines[-1]["clips"] == len(expected)
-    again = joint("--data", str(root), "--set", "audio.clip_seconds=1.0", "--out", str(out))
+    assert lines[0]["stage"] == "data" and lines[0]["clips"] == len(expected)
+    assert [ln["stage"] for ln in lines[1:]] == ["separation", "separation"]
+    assert [e["step"] for e in json.loads((out / "registry.json").read_text())["separators"]] == [1, 2]
+    again = joint("--data", str(root), *tiny, "--out", str(out))
     assert again.returncode == 0 and "data: done already" in again.stdout
     assert len((out / "metrics.jsonl").read_text().splitlines()) == len(lines)
 

@@ -32,7 +32,7 @@ def brute_force(est, mixtures, snr_max=30.0):
                 best, best_bits = total, bits
         losses.append(best)
         assigns.append(best_bits)
-    return torch.tensor(losses), torch.tensor(assigns)
+    return torch.tensor(losses, dtype=torch.float64), torch.tensor(assigns)
 
 
 @pytest.mark.parametrize("M", [2, 3, 4, 5])
@@ -88,7 +88,7 @@ def test_m8_fast_and_matches_direct():
     mixit_loss(est, mixtures)  # warm the mixing-matrix cache
     start = time.perf_counter()
     loss, assign = mixit_loss(est, mixtures)
-    assert time.perf_counter() - start < 2.0
+    assert time.perf_counter() - start < 3.0  # ~0.1 s on an idle 2-core CPU
     _, mix = mixing_matrices(8)
     err = assignment_errors(est, mixtures)  # (B, 256, 2)
     for chunk in range(0, 256, 64):  # direct remixes in chunks to bound memory
@@ -143,3 +143,12 @@ def test_mixture_of_mixtures_pairs_and_drops_odd():
     assert torch.equal(mixtures[1, 0], clips[2]) and torch.equal(mom[0], clips[0] + clips[1])
     with pytest.raises(ValueError):
         mixture_of_mixtures(clips[:1])
+
+
+def test_half_precision_estimates_give_float32_loss():
+    est = torch.randn(2, 3, 64000).bfloat16().requires_grad_()
+    mixtures = torch.randn(2, 2, 64000)
+    loss, _ = mixit_loss(est, mixtures)
+    loss.sum().backward()
+    assert loss.dtype == torch.float32 and torch.isfinite(loss).all()
+    assert est.grad.dtype == torch.bfloat16

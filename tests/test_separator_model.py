@@ -39,6 +39,13 @@ def test_norms_and_stft_features(norm, features):
         assert model(torch.randn(1, T)).shape == (1, 3, T)
 
 
+def test_inputs_shorter_than_a_window():
+    for size in SIZES:
+        model = build_separator(size).eval()
+        with torch.no_grad():
+            assert model(torch.randn(2, 100)).shape == (2, model.n_sources, 100)
+
+
 def test_learned_front_end_alone():
     fe = LearnedFrontEnd(n_basis=8, win=40)
     x = torch.randn(2, 333)

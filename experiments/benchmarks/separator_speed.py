@@ -1,9 +1,9 @@
 """Separator inference speed (real-time factor) and the quick-size front-end trial.
 
-Speed (default): RTF = seconds of audio separated per wall second, for the "quick" and
-"paper" sizes and for a trivial STFT-mask reference (STFT -> one 1x1 conv -> sigmoid masks
--> iSTFT) measured in the same run; each size is also reported relative to that
-reference (``rel_to_stft_ref`` = size RTF / reference RTF). CPU runs use 2 torch threads;
+Speed (default): RTF = seconds of audio separated per wall second (median over interleaved
+rounds), for the "quick" and "paper" sizes and for a trivial STFT-mask reference (STFT ->
+one 1x1 conv -> sigmoid masks -> iSTFT) measured in the same run; each size is also
+reported relative to that reference (``rel_to_stft_ref`` = size RTF / reference RTF). CPU runs use 2 torch threads;
 on CUDA, fp32 and autocast bf16. Prints one JSON line and writes
 ``experiments/benchmarks/results/separator_speed_<device>.json``.
 
@@ -23,6 +23,7 @@ import json
 import math
 import os
 import platform
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -53,58 +54,69 @@ class STFTMaskReference(nn.Module):
         return y.reshape(B, self.m, -1)  # (B, M, T)
 
 
-def measure_rtf(model: nn.Module, x: torch.Tensor, autocast: bool = False,
-                min_seconds: float = 3.0, max_reps: int = 20) -> dict:
-    """Median-free simple timing: one warm-up, then reps until min_seconds elapsed."""
+def time_call(model: nn.Module, x: torch.Tensor, autocast: bool) -> float:
+    """Wall seconds of one inference call (CUDA synchronised)."""
     dev = x.device
     ctx = (torch.autocast(dev.type, dtype=torch.bfloat16) if autocast
            else torch.autocast(dev.type, enabled=False))
+    start = time.perf_counter()
+    with torch.inference_mode(), ctx:
+        model(x)
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
 
-    def once():
-        with torch.inference_mode(), ctx:
-            model(x)
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
 
-    once()
-    reps, start = 0, time.perf_counter()
-    while reps < max_reps and (reps == 0 or time.perf_counter() - start < min_seconds):
-        once()
-        reps += 1
-    per_call = (time.perf_counter() - start) / reps
+def measure_interleaved(models: dict, x: torch.Tensor, autocast: bool, rounds: int) -> dict:
+    """One warm-up each, then `rounds` rounds calling every model once per round; the median
+    per model. Interleaving spreads any load from other processes over all models alike,
+    so the ratios between models stay meaningful on a shared machine."""
+    for model in models.values():
+        time_call(model, x, autocast)
+    times: dict[str, list[float]] = {name: [] for name in models}
+    for _ in range(rounds):
+        for name, model in models.items():
+            times[name].append(time_call(model, x, autocast))
     audio_s = x.shape[0] * x.shape[1] / SR
-    return {"rtf": round(audio_s / per_call, 2), "seconds_per_batch": round(per_call, 4), "reps": reps}
+    out = {}
+    for name, ts in times.items():
+        med = statistics.median(ts)
+        out[name] = {"rtf": round(audio_s / med, 2), "seconds_per_batch": round(med, 4),
+                     "min_seconds_per_batch": round(min(ts), 4), "rounds": rounds}
+    return out
 
 
 def machine_info(device: str) -> dict:
     info = {"platform": platform.platform(), "python": platform.python_version(),
             "cpu_count": os.cpu_count(), "torch": torch.__version__,
             "torch_threads": torch.get_num_threads(), "device": device,
+            "loadavg_1m": round(os.getloadavg()[0], 2),  # >0 before start = shared machine
             "device_name": platform.processor() or platform.machine()}
     if device == "cuda":
         info["device_name"] = torch.cuda.get_device_name(0)
     return info
 
 
-def run_speed(device: str, seconds: float, batch: int) -> dict:
+def run_speed(device: str, seconds: float, batch: int, rounds: int = 3) -> dict:
+    load_before = round(os.getloadavg()[0], 2)
     torch.manual_seed(0)
     x = torch.randn(batch, int(seconds * SR), device=device) * 0.1
     models = {"stft_ref": STFTMaskReference(), "quick": build_separator("quick"),
               "paper": build_separator("paper")}
     precisions = ["fp32"] + (["bf16"] if device == "cuda" else [])
     out: dict = {"bench": "separator_speed", "batch": batch, "seconds": seconds, "results": {}}
-    for name, model in models.items():
-        model = model.to(device).eval()
-        params = sum(p.numel() for p in model.parameters())
-        for prec in precisions:
-            r = measure_rtf(model, x, autocast=prec == "bf16")
+    models = {name: m.to(device).eval() for name, m in models.items()}
+    for prec in precisions:
+        timed = measure_interleaved(models, x, prec == "bf16", rounds)
+        for name, r in timed.items():
+            params = sum(p.numel() for p in models[name].parameters())
             out["results"][f"{name}/{prec}"] = {"params": params, **r}
     for key, r in out["results"].items():
         ref = out["results"][f"stft_ref/{key.split('/')[1]}"]["rtf"]
         r["rel_to_stft_ref"] = round(r["rtf"] / ref, 4)
     q, p = out["results"]["quick/fp32"]["rtf"], out["results"]["paper/fp32"]["rtf"]
     out["quick_over_paper_fp32"] = round(q / p, 2)
-    out["machine"] = machine_info(device)
+    out["machine"] = {**machine_info(device), "loadavg_1m_before": load_before}
     return out
 
 
@@ -158,18 +170,22 @@ TRIAL_CANDIDATES = {
 }
 
 
-def run_trial(budget_s: float, seconds: float, batch: int) -> dict:
+def run_trial(budget_s: float, seconds: float, batch: int, seed: int = 0,
+              steps_cap: int = 0, names: list[str] | None = None) -> dict:
+    """Train each candidate for budget_s seconds of model steps (or exactly steps_cap steps,
+    which is robust to a busy machine when candidates cost the same per step)."""
     T = int(seconds * SR)
-    g = torch.Generator().manual_seed(123)
+    g = torch.Generator().manual_seed(123 + seed)
     ev_mom, _, ev_src = synth_mom(16, T, g)
     results = {}
-    for name, overrides in TRIAL_CANDIDATES.items():
-        torch.manual_seed(0)
-        gt = torch.Generator().manual_seed(7)  # same training data stream for every candidate
+    for name in names or list(TRIAL_CANDIDATES):
+        overrides = TRIAL_CANDIDATES[name]
+        torch.manual_seed(seed)
+        gt = torch.Generator().manual_seed(7 + seed)  # same training data for every candidate
         model = build_separator("quick", **overrides)
         opt = torch.optim.Adam(model.parameters(), lr=1e-3)
         steps, losses, elapsed = 0, [], 0.0
-        while elapsed < budget_s:  # budget counts model steps only, not data synthesis
+        while (steps < steps_cap) if steps_cap else (elapsed < budget_s):  # excl. data synthesis
             mom, mixtures, _ = synth_mom(batch, T, gt)
             start = time.perf_counter()
             loss, _ = mixit_loss(model(mom), mixtures)
@@ -186,7 +202,7 @@ def run_trial(budget_s: float, seconds: float, batch: int) -> dict:
                          "final_train_loss": round(sum(losses[-10:]) / len(losses[-10:]), 2)}
         print(name, results[name], file=sys.stderr, flush=True)
     return {"bench": "separator_quick_trial", "budget_s": budget_s, "batch": batch,
-            "seconds": seconds, "results": results, "machine": machine_info("cpu")}
+            "seconds": seconds, "seed": seed, "steps_cap": steps_cap, "results": results, "machine": machine_info("cpu")}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -195,21 +211,28 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seconds", type=float, default=4.0)
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    ap.add_argument("--rounds", type=int, default=5, help="timed calls per model (median)")
     ap.add_argument("--trial", action="store_true", help="run the quick-size front-end trial")
-    ap.add_argument("--budget", type=float, default=150.0, help="trial: seconds per candidate")
+    ap.add_argument("--budget", type=float, default=100.0, help="trial: seconds per candidate")
+    ap.add_argument("--steps", type=int, default=0, help="trial: fixed steps instead of --budget")
+    ap.add_argument("--seed", type=int, default=0, help="trial: model/data seed")
+    ap.add_argument("--candidates", nargs="*", choices=sorted(TRIAL_CANDIDATES), help="trial subset")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.device == "cuda" and not torch.cuda.is_available():
         sys.exit("--device cuda requested but torch.cuda.is_available() is False")
     if args.trial:
-        out, tag = run_trial(args.budget, args.seconds, args.batch), "trial_cpu"
+        out, tag = run_trial(args.budget, args.seconds, args.batch, args.seed, args.steps,
+                             args.candidates), "trial_cpu"
     else:
-        out, tag = run_speed(args.device, args.seconds, args.batch), args.device
+        out, tag = run_speed(args.device, args.seconds, args.batch, args.rounds), args.device
     line = json.dumps(out, sort_keys=True)
     print(line)
     res_dir = Path(__file__).resolve().parent / "results"
     res_dir.mkdir(parents=True, exist_ok=True)
-    name = "separator_quick_trial.json" if args.trial else f"separator_speed_{tag}.json"
+    seed_tag = f"_seed{args.seed}" if args.seed else ""
+    name = (f"separator_quick_trial{seed_tag}.json" if args.trial
+            else f"separator_speed_{tag}.json")
     (res_dir / name).write_text(line + "\n")
 
 

@@ -84,10 +84,13 @@ def mixit_loss(est: torch.Tensor, mixtures: torch.Tensor, snr_max: float = 30.0)
         best = _neg_snr(err, xx, tau).sum(-1).argmin(dim=1)  # (B,)
         bits, mix = mixing_matrices(est.shape[1], est.device)
         assignment = bits[best]  # (B, M)
-        chosen = mix[best].to(est.dtype)  # (B, 2, M)
-    remix = torch.einsum("brm,bmt->brt", chosen, est)  # (B, 2, T)
-    err_direct = (mixtures - remix).pow(2).sum(-1)  # (B, 2)
-    loss = _neg_snr(err_direct, mixtures.pow(2).sum(-1), tau).sum(-1)  # (B,)
+    # Half-precision outputs (autocast) are lifted to float32: energies of 64k samples
+    # overflow/underflow fp16 and lose the threshold term in bf16.
+    work = est.float() if est.dtype in (torch.float16, torch.bfloat16) else est
+    refs = mixtures.to(work.dtype)
+    remix = torch.einsum("brm,bmt->brt", mix[best].to(work.dtype), work)  # (B, 2, T)
+    err_direct = (refs - remix).pow(2).sum(-1)  # (B, 2)
+    loss = _neg_snr(err_direct, refs.pow(2).sum(-1), tau).sum(-1)  # (B,)
     return loss, assignment
 
 

@@ -18,19 +18,24 @@ per-channel gain/bias); it needs no fixed length, only the whole input. ``"cln"`
 channel-wise layer norm (per frame over channels) is frame-local, so it is also
 streamable. Both work for any length.
 
-Quick-size choice (``experiments/benchmarks/separator_speed.py --trial``; 2-core CPU,
-MixIT on mixtures-of-mixtures of synthetic sine sweeps / noise bursts / click trains,
-same masker (bottleneck 64, 128 conv ch, 5 dilations x 2 repeats, M=4), same wall budget
-of 150 s, held-out multi-source SI-SNRi in dB on 16 fixed 2 s mixtures-of-mixtures):
+Quick-size choice (``experiments/benchmarks/separator_speed.py --trial``; 2-core CPU; MixIT
+on mixtures-of-mixtures of synthetic sine sweeps / band-limited noise bursts / harmonic
+tones, 2 s clips, 4 MoMs per step; same masker for all: bottleneck 64, 128 conv channels,
+5 dilations x 2 repeats, M = 4; metric: held-out multi-source SI-SNRi, "best" matching,
+16 fixed MoMs). Seed 0 trains each front end for 100 s of model-step time; seed 1 for a
+fixed 300 steps (robust to the shared, busy machine of the later runs):
 
-    front end                      steps  SI-SNRi  ms/step
-    STFT 32 ms / 8 ms (mag^0.3)     138    +4.65     1030
-    learned basis 64, 5 ms win      104    -3.91     1390
-    learned basis 64, 2.5 ms win     48    -4.13     3150
+    front end                          seed 0: steps  SI-SNRi   seed 1 (300 steps)
+    STFT 32 ms / 8 ms, |X|^0.3              371       +6.00 dB      +3.68 dB
+    STFT 32 ms / 8 ms, compressed re/im     380       +6.35 dB      +3.51 dB
+    learned basis 128, 10 ms window         511       +3.90 dB      +2.83 dB
+    learned basis 64, 5 ms window           142       +3.71 dB         -
+    learned basis 64, 2.5 ms window          87       +2.56 dB         -
 
-STFT separates best per CPU-minute (fewest frames: 8 ms hop vs 2.5/1.25 ms; and the
-fixed basis needs no learning), so ``SIZES["quick"]`` uses it. Numbers are in the
-module's git history together with the script that produced them.
+The STFT front end separates best per CPU-minute: better per step than any learned basis
+and, against the short-window bases, 3-4x more steps per minute (8 ms hop vs 2.5/1.25 ms:
+fewer frames). Magnitude vs complex features tie within seed noise; ``SIZES["quick"]``
+keeps the FUSS baseline's magnitude features.
 """
 
 from __future__ import annotations
@@ -118,8 +123,9 @@ class STFTFrontEnd(nn.Module):
         self.register_buffer("window", torch.hann_window(win), persistent=False)
 
     def encode(self, x: torch.Tensor):
+        # Zero (not reflect) centre padding: works for inputs shorter than half a window.
         spec = torch.stft(x, self.win, self.hop, window=self.window, center=True,
-                          return_complex=True)  # (B, K, F) complex
+                          pad_mode="constant", return_complex=True)  # (B, K, F) complex
         mag = spec.abs()
         # Power-law compression keeps quiet bins visible to the masker (FUSS baseline: 0.3).
         comp = (mag + 1e-8).pow(0.3)  # (B, K, F)

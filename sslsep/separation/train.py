@@ -58,7 +58,12 @@ def validation_set(cfg: ExperimentConfig) -> dict[str, torch.Tensor]:
         if len(rows) < 2:
             raise ValueError(f"{cfg.data.path}: fewer than 2 held-out clips with "
                              f"separation.val_fraction={sep.val_fraction}; raise it")
-    out = {"audio": torch.from_numpy(np.stack([r["audio"] for r in rows]))}  # (N, T)
+    audio = np.stack([r["audio"] for r in rows])  # (N, T)
+    if "stems" not in rows[0]:
+        # real clips: equal levels (-20 dBFS RMS), so each mixture of two is at 0 dB and
+        # the score is not dominated by whichever clip happens to be louder
+        audio = audio * (0.1 / np.sqrt(np.mean(audio ** 2, axis=1, keepdims=True) + 1e-12))
+    out = {"audio": torch.from_numpy(audio.astype(np.float32))}  # (N, T)
     if "stems" in rows[0]:
         out["stems"] = torch.from_numpy(np.stack([r["stems"] for r in rows]))  # (N, K, T)
         out["num_events"] = torch.tensor([r["num_events"] for r in rows])  # (N,)
@@ -327,6 +332,16 @@ def train_separators(cfg: ExperimentConfig, run: RunDir) -> dict:
     return read_registry(reg_uri)
 
 
+def _decoded_gb(cfg: ExperimentConfig) -> float:
+    """Upper bound of the decoded training clips' size (inf when unknown, e.g. shards)."""
+    from sslsep.data.sources import folder_items
+
+    if resolve_source(cfg.data) != "folder":
+        return math.inf
+    n = len(folder_items(cfg.data, "train", cfg.separation.val_fraction)[0])
+    return n * cfg.audio.num_samples * 4 / 1e9
+
+
 def _fit_on_ray(cfg: ExperimentConfig, run: RunDir, config: dict) -> None:
     import ray.train
     from ray.train.torch import TorchTrainer
@@ -337,6 +352,10 @@ def _fit_on_ray(cfg: ExperimentConfig, run: RunDir, config: dict) -> None:
     synthetic = resolve_source(cfg.data) == "synthetic"
     ds = usable(clip_dataset(cfg.data, cfg.audio, split=None if synthetic else "train",
                              val_fraction=sep.val_fraction, shuffle_seed=cfg.seed)).select_columns(["audio"])
+    if not synthetic and _decoded_gb(cfg) <= sep.cache_gb:
+        # a small real set would otherwise be read and decoded again every epoch, and each
+        # new epoch restarts the streaming executor: seconds of idle trainer per epoch
+        ds = ds.materialize()
     storage_path = run.uri("ray_train")
     fs = None
     if storage.is_remote(storage_path):

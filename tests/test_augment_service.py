@@ -1,0 +1,98 @@
+"""The augmentation service on the shared Ray session: views, accounting, faults."""
+
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from sslsep.config import load_config
+from sslsep.run import RunDir
+from sslsep.separation.train import train_separators
+from sslsep.views.service import view_dataset
+
+pytestmark = pytest.mark.ray
+
+BASE = ["audio.clip_seconds=0.5", "data.synth.num_clips=24", "augment.crop_seconds=0.25",
+        "augment.views_per_clip=3", "augment.batch_size=4"]
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory):
+    """Two convergence states of a tiny separator, trained in process."""
+    out = tmp_path_factory.mktemp("sep")
+    cfg = load_config(None, BASE + ["separation.batch_clips=4", "separation.val_clips=4", "separation.steps=2",
+                                    "separation.checkpoint_steps=[1]", "separation.use_ray=false"])
+    train_separators(cfg, RunDir(str(out)))
+    return str(out / "registry.json")
+
+
+def test_every_clip_becomes_one_row_of_views(ray_session, registry):
+    cfg = load_config(None, BASE)
+    rows = list(view_dataset(cfg, registry).iter_rows())
+    ids = [r["clip_id"] for r in rows]
+    assert sorted(ids) == sorted(f"synth-0-{i:08d}" for i in range(24)) and len(set(ids)) == 24
+    for r in rows:
+        assert r["views"].shape == (3, 4000) and r["views"].dtype == np.float32
+        assert set(r["view_kind"]) <= {"mixture", "channel", "sum"}
+        for kind, sep, ch in zip(r["view_kind"], r["view_separator"], r["view_channels"]):
+            assert (kind == "mixture") == (sep == "" and ch == "")
+            assert sep in ("", "step-000001", "step-000002")
+    assert {s for r in rows for s in r["view_separator"]} >= {"step-000001", "step-000002"}
+    again = {r["clip_id"]: r for r in view_dataset(cfg, registry).iter_rows()}
+    for r in rows:  # seeded by clip id: the same views on every run
+        np.testing.assert_array_equal(again[r["clip_id"]]["views"], r["views"])
+
+
+def test_one_separator_and_kind_selection(ray_session, registry):
+    cfg = load_config(None, BASE + ["augment.separators=[step-000002]", "augment.kinds=[channel]"])
+    rows = list(view_dataset(cfg, registry).iter_rows())
+    assert {s for r in rows for s in r["view_separator"]} == {"step-000002"}
+    assert {k for r in rows for k in r["view_kind"]} == {"channel"}
+
+
+def test_bad_checkpoint_is_a_clear_error_at_start(ray_session, registry, tmp_path):
+    import json
+    import shutil
+
+    folder = tmp_path / "reg"
+    shutil.copytree(os.path.dirname(registry), folder)
+    (folder / "separators" / "step-000001.pt").write_bytes(b"not a checkpoint")
+    cfg = load_config(None, BASE)
+    with pytest.raises(ValueError, match=r"separator 'step-000001' \(.*step-000001.pt\) does not load"):
+        view_dataset(cfg, str(folder / "registry.json"))
+    reg = json.loads((folder / "registry.json").read_text())
+    reg["separators"][0]["path"] = "separators/gone.pt"
+    (folder / "registry.json").write_text(json.dumps(reg))
+    with pytest.raises(FileNotFoundError, match="points at missing checkpoint"):
+        view_dataset(cfg, str(folder / "registry.json"))
+
+
+def test_actor_killed_mid_stream_loses_and_duplicates_nothing(ray_session, registry):
+    from ray.util.state import list_actors
+
+    cfg = load_config(None, BASE + ["data.synth.num_clips=48", "augment.batch_size=2"])
+    killed = []
+
+    def kill_one():
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not killed:
+            for a in list_actors(filters=[("state", "=", "ALIVE")]):
+                if "SeparationAugmenter" in (a.class_name or "") and a.pid:
+                    os.kill(a.pid, signal.SIGKILL)
+                    killed.append(a.pid)
+                    return
+            time.sleep(0.2)
+
+    ids = []
+    thread = None
+    for i, batch in enumerate(view_dataset(cfg, registry).iter_batches(batch_size=2, prefetch_batches=0)):
+        ids.extend(batch["clip_id"].tolist())
+        if i == 1:
+            thread = threading.Thread(target=kill_one)
+            thread.start()
+            thread.join()
+    assert killed, "no augmenter actor was found to kill"
+    assert sorted(ids) == sorted(f"synth-0-{i:08d}" for i in range(48))
