@@ -5,7 +5,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import soundfile as sf
 import yaml
+
+from conftest import tone
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -17,6 +20,9 @@ def joint(*args):
 
 def test_joint_on_a_folder_accounts_for_every_clip_and_resumes(tmp_path, bad_folder):
     root, expected = bad_folder
+    for i in range(10):  # enough usable clips for a train and a held-out side
+        sf.write(root / f"tone{i}.wav", tone(freq=200.0 + 150 * i), 16000)
+        expected[f"tone{i}.wav"] = "ok"
     out = tmp_path / "run"
     tiny = ["--set", "audio.clip_seconds=1.0", "--set", "separation.steps=2", "--set", "separation.val_clips=4",
             "--set", "separation.batch_clips=2", "--set", "separation.checkpoint_steps=[1]",
@@ -28,7 +34,7 @@ def test_joint_on_a_folder_accounts_for_every_clip_and_resumes(tmp_path, bad_fol
     meta = json.loads((out / "run.json").read_text())
     assert meta["packages"]["ray"].startswith("2.60") and meta["git_commit"]
     report = json.loads((out / "data_report.json").read_text())
-    assert report["total"] == len(expected) and report["kept"] == 5
+    assert report["total"] == len(expected) and report["kept"] == 15
     assert {s["name"] for s in report["skipped"]} == {k for k, s in expected.items() if s not in ("ok", "silent")}
     lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert lines[0]["stage"] == "data" and lines[0]["clips"] == len(expected)

@@ -93,10 +93,17 @@ def _stack(rows: list[dict]) -> dict:
     out["audio"] = np.stack([r["audio"] for r in rows])  # (B, T)
     if "stems" in rows[0]:
         out["stems"] = np.stack([r["stems"] for r in rows])  # (B, max_events, T)
-    out["labels"] = np.empty(len(rows), dtype=object)  # ragged lists: fill one by one
-    for i, r in enumerate(rows):
-        out["labels"][i] = list(r["labels"])
+    out["labels"] = object_column([r["labels"] for r in rows])
     return out
+
+
+def object_column(lists) -> np.ndarray:
+    """A (B,) object array of Python lists: Ray Data stores it as list<...>, where a 2-D
+    string array would become a fixed-width tensor that breaks between batches."""
+    col = np.empty(len(lists), dtype=object)
+    for i, x in enumerate(lists):  # element-wise: numpy would otherwise build a 2-D array
+        col[i] = list(x)
+    return col
 
 
 def _empty_batch(audio: AudioConfig) -> dict:

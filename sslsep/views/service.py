@@ -22,6 +22,7 @@ import torch
 
 from sslsep import storage
 from sslsep.config import ExperimentConfig, from_dict, to_dict
+from sslsep.data.sources import object_column
 from sslsep.separation.model import Separator
 from sslsep.separation.registry import read_registry, select
 from sslsep.views.builders import active_channels, plan_views, render_views
@@ -57,7 +58,7 @@ class SeparationAugmenter:
         torch.set_num_threads(aug.torch_threads)
         self.device = "cuda" if torch.cuda.is_available() and aug.gpus_per_actor > 0 else "cpu"
         self.models = load_separators(registry, aug.separators, self.device)
-        self.crop_len = int(round(aug.crop_seconds * self.cfg.audio.sample_rate))
+        self.crop_len = int(round(min(aug.crop_seconds, self.cfg.audio.clip_seconds) * self.cfg.audio.sample_rate))
         self._last_return = None
         from ray.util import metrics
 
@@ -97,8 +98,8 @@ class SeparationAugmenter:
             seps.append([s.separator for s in specs])
             chans.append([s.channels_text for s in specs])
         out = {"clip_id": batch["clip_id"], "views": np.stack(views),  # (B, V, crop)
-               "view_kind": np.array(kinds), "view_separator": np.array(seps),
-               "view_channels": np.array(chans)}
+               "view_kind": object_column(kinds), "view_separator": object_column(seps),
+               "view_channels": object_column(chans)}
         if "labels" in batch:
             out["labels"] = batch["labels"]
         n = len(batch["clip_id"])
@@ -124,4 +125,4 @@ def view_dataset(cfg: ExperimentConfig, registry: str, clips=None):
         batch_size=aug.batch_size, batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(min_size=aug.min_actors, max_size=aug.max_actors),
         num_cpus=aug.cpus_per_actor, num_gpus=aug.gpus_per_actor or None,
-        max_restarts=aug.max_restarts)
+        ray_remote_args_fn=lambda: {"max_restarts": aug.max_restarts})
