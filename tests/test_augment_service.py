@@ -96,3 +96,25 @@ def test_actor_killed_mid_stream_loses_and_duplicates_nothing(ray_session, regis
             thread.join()
     assert killed, "no augmenter actor was found to kill"
     assert sorted(ids) == sorted(f"synth-0-{i:08d}" for i in range(48))
+
+
+def test_augment_script_writes_views_to_parquet(registry, tmp_path):
+    """experiments/augment.py as users run it: its own Ray, Parquet out, clips accounted."""
+    import json
+    import subprocess
+    import sys
+
+    import pyarrow.parquet as pq
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    cmd = [sys.executable, os.path.join(repo, "experiments", "augment.py"), "--registry", registry,
+           "--out", str(tmp_path / "aug"), "--set", "ray.num_cpus=2"]
+    for s in BASE:
+        cmd += ["--set", s]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    table = pq.read_table(tmp_path / "aug" / "views")
+    assert sorted(table["clip_id"].to_pylist()) == sorted(f"synth-0-{i:08d}" for i in range(24))
+    assert set(table.column_names) >= {"views", "view_kind", "view_separator", "view_channels", "labels"}
+    report = json.loads((tmp_path / "aug" / "augment_report.json").read_text())
+    assert report["clips"] == 24 and report["views_per_clip"] == 3

@@ -18,7 +18,6 @@ import copy
 import io
 import math
 import os
-import tempfile
 import time
 import zlib
 from typing import Iterator
@@ -30,6 +29,8 @@ from sslsep import storage
 from sslsep.config import ExperimentConfig, from_dict, to_dict
 from sslsep.data.sources import KEEP_STATUSES, iter_clips, resolve_source
 from sslsep.run import RunDir
+from sslsep.session import LocalSession, RaySession
+from sslsep.session import device as session_device
 from sslsep.separation.metrics import (mean_valid, multi_source_si_snri, pairwise_si_snr, si_snr,
                                        single_source_si_snr)
 from sslsep.separation.mixit import mixit_loss, mixture_of_mixtures
@@ -121,104 +122,19 @@ def evaluate(model: torch.nn.Module, val: dict[str, torch.Tensor], snr_max: floa
     return out
 
 
-# --------------------------------------------------------------------------- sessions
+# --------------------------------------------------------------------------- batches
 
-class _LocalSession:
-    """World size 1 in this process: batches from `iter_clips`, state in RUN_DIR."""
-    rank, world_size = 0, 1
-
-    def __init__(self, cfg: ExperimentConfig, run: RunDir):
-        self.cfg, self.run = cfg, run
-        self.state_uri = run.uri("separator_train_state.pt")
-
-    def batches(self) -> Iterator[torch.Tensor]:
-        sep, batch = self.cfg.separation, []
-        for r in iter_clips(self.cfg.data, self.cfg.audio, split="train", val_fraction=self.val_fraction):
-            if r["status"] in KEEP_STATUSES:
-                batch.append(r["audio"])
-            if len(batch) == sep.batch_clips:
-                yield torch.from_numpy(np.stack(batch))  # (B, T)
-                batch = []
-
-    @property
-    def val_fraction(self) -> float:
-        return 0.0 if resolve_source(self.cfg.data) == "synthetic" else self.cfg.separation.val_fraction
-
-    def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
-        return model
-
-    def restore(self) -> dict | None:
-        if not storage.exists(self.state_uri):
-            return None
-        return torch.load(io.BytesIO(storage.read_bytes(self.state_uri)), weights_only=False)
-
-    def report(self, metrics: dict, state: dict | None) -> None:
-        if state is not None:
-            buf = io.BytesIO()
-            torch.save(state, buf)
-            storage.write_bytes(self.state_uri, buf.getvalue())
-
-    def any_rank(self, flag: bool) -> bool:
-        return flag
-
-
-class _RaySession:
-    """Inside Ray Train: the Dataset shard, DDP, ray.train.report and get_checkpoint."""
-
-    def __init__(self, cfg: ExperimentConfig):
-        import ray.train
-
-        self.cfg, self.train = cfg, ray.train
-        ctx = ray.train.get_context()
-        self.rank, self.world_size = ctx.get_world_rank(), ctx.get_world_size()
-        self.shard = ray.train.get_dataset_shard("train")
-
-    def batches(self) -> Iterator[torch.Tensor]:
-        b = self.cfg.separation.batch_clips
-        for batch in self.shard.iter_torch_batches(batch_size=b, drop_last=True,
-                                                   local_shuffle_buffer_size=max(64, 4 * b)):
-            yield batch["audio"]  # (B, T)
-
-    def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
-        import ray.train.torch
-
-        return ray.train.torch.prepare_model(model)
-
-    def restore(self) -> dict | None:
-        ckpt = self.train.get_checkpoint()
-        if ckpt is None:
-            return None
-        with ckpt.as_directory() as d:
-            return torch.load(os.path.join(d, "state.pt"), weights_only=False)
-
-    def report(self, metrics: dict, state: dict | None) -> None:
-        if state is None or self.rank != 0:
-            self.train.report(metrics)
-            return
-        with tempfile.TemporaryDirectory() as d:
-            torch.save(state, os.path.join(d, "state.pt"))
-            self.train.report(metrics, checkpoint=self.train.Checkpoint.from_directory(d))
-
-    def any_rank(self, flag: bool) -> bool:
-        """True on every rank if it is true on one: DDP workers must stop together."""
-        import torch.distributed as dist
-
-        if self.world_size == 1 or not dist.is_initialized():
-            return flag
-        t = torch.tensor([float(flag)], device=_device())
-        dist.all_reduce(t, op=dist.ReduceOp.MAX)
-        return bool(t.item())
-
-
-def _device() -> torch.device:
-    if torch.cuda.is_available():
-        try:
-            import ray.train.torch
-
-            return ray.train.torch.get_device()
-        except Exception:
-            return torch.device("cuda")
-    return torch.device("cpu")
+def _local_batches(cfg: ExperimentConfig) -> Iterator[dict]:
+    """World size 1: batches of usable training clips from `iter_clips`."""
+    synthetic = resolve_source(cfg.data) == "synthetic"
+    batch = []
+    for r in iter_clips(cfg.data, cfg.audio, split="train",
+                        val_fraction=0.0 if synthetic else cfg.separation.val_fraction):
+        if r["status"] in KEEP_STATUSES:
+            batch.append(r["audio"])
+        if len(batch) == cfg.separation.batch_clips:
+            yield {"audio": torch.from_numpy(np.stack(batch))}  # (B, T)
+            batch = []
 
 
 # --------------------------------------------------------------------------- the loop
@@ -242,10 +158,14 @@ def train_loop(config: dict) -> None:
     cfg = from_dict(config["cfg"], "train_loop_config")
     sep = cfg.separation
     run = RunDir(config["run_dir"])
-    session = _LocalSession(cfg, run) if config.get("local") else _RaySession(cfg)
+    if config.get("local"):
+        session = LocalSession(lambda: _local_batches(cfg), run.uri("separator_train_state.pt"))
+    else:
+        b = sep.batch_clips
+        session = RaySession(b, ["audio"], shuffle_buffer=max(64, 4 * b))
     torch.set_num_threads(sep.torch_threads or sep.cpus_per_worker)
     torch.manual_seed(cfg.seed + session.rank)
-    device = _device()
+    device = session_device()
 
     model = build_separator(sep.size, sample_rate=cfg.audio.sample_rate, **sep.model_overrides())
     optimizer = torch.optim.Adam(model.parameters(), lr=sep.lr)
@@ -266,7 +186,8 @@ def train_loop(config: dict) -> None:
     done = step >= sep.steps
     while not done:
         t_wait, batches = time.monotonic(), 0
-        for audio in session.batches():
+        for batch in session.batches():
+            audio = batch["audio"]  # (B, T)
             batches += 1
             t0 = time.monotonic()
             wait_s += t0 - t_wait

@@ -120,9 +120,11 @@ def view_dataset(cfg: ExperimentConfig, registry: str, clips=None):
     if clips is None:
         clips = usable(clip_dataset(cfg.data, cfg.audio, shuffle_seed=cfg.seed))
     clips = clips.select_columns(["clip_id", "audio", "labels"])
+    # Ray Data already restarts dead actors without limit and retries their batches;
+    # only a different limit needs passing (through a deprecated hook, hence only then)
+    extra = {} if aug.max_restarts == -1 else {"ray_remote_args_fn": lambda: {"max_restarts": aug.max_restarts}}
     return clips.map_batches(
         SeparationAugmenter, fn_constructor_kwargs={"registry": registry, "cfg": to_dict(cfg)},
         batch_size=aug.batch_size, batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(min_size=aug.min_actors, max_size=aug.max_actors),
-        num_cpus=aug.cpus_per_actor, num_gpus=aug.gpus_per_actor or None,
-        ray_remote_args_fn=lambda: {"max_restarts": aug.max_restarts})
+        num_cpus=aug.cpus_per_actor, num_gpus=aug.gpus_per_actor or None, **extra)

@@ -1,0 +1,106 @@
+"""Where a per-worker training loop runs: inside Ray Train, or in this process.
+
+A loop asks its session for batches, wraps its model, restores and reports state; the
+same loop code then runs under `TorchTrainer` (DDP, the Dataset shard, Ray checkpoints)
+and at world size 1 without Ray (for debugging), which is the only place that knows the
+difference. Ray is imported only by `RaySession`.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from typing import Callable, Iterator
+
+import torch
+
+from sslsep import storage
+
+
+def device() -> torch.device:
+    if torch.cuda.is_available():
+        try:
+            import ray.train.torch
+
+            return ray.train.torch.get_device()
+        except Exception:
+            return torch.device("cuda")
+    return torch.device("cpu")
+
+
+class LocalSession:
+    """World size 1 in this process; training state in one file (local or s3://)."""
+    rank, world_size = 0, 1
+
+    def __init__(self, batches: Callable[[], Iterator[dict]], state_uri: str):
+        self._batches, self.state_uri = batches, state_uri
+
+    def batches(self) -> Iterator[dict]:
+        return self._batches()
+
+    def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
+        return model
+
+    def restore(self) -> dict | None:
+        if not storage.exists(self.state_uri):
+            return None
+        return torch.load(io.BytesIO(storage.read_bytes(self.state_uri)), weights_only=False)
+
+    def report(self, metrics: dict, state: dict | None) -> None:
+        if state is not None:
+            buf = io.BytesIO()
+            torch.save(state, buf)
+            storage.write_bytes(self.state_uri, buf.getvalue())
+
+    def any_rank(self, flag: bool) -> bool:
+        return flag
+
+
+class RaySession:
+    """Inside Ray Train: the "train" Dataset shard, DDP, ray.train.report/get_checkpoint."""
+
+    def __init__(self, batch_size: int, columns: list[str], shuffle_buffer: int = 64):
+        import ray.train
+
+        self.train = ray.train
+        ctx = ray.train.get_context()
+        self.rank, self.world_size = ctx.get_world_rank(), ctx.get_world_size()
+        self.shard = ray.train.get_dataset_shard("train")
+        self.batch_size, self.columns, self.shuffle_buffer = batch_size, columns, shuffle_buffer
+
+    def batches(self) -> Iterator[dict]:
+        for batch in self.shard.iter_torch_batches(batch_size=self.batch_size, drop_last=True,
+                                                   local_shuffle_buffer_size=self.shuffle_buffer):
+            yield {c: batch[c] for c in self.columns}
+
+    def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
+        import ray.train.torch
+
+        return ray.train.torch.prepare_model(model)
+
+    def restore(self) -> dict | None:
+        ckpt = self.train.get_checkpoint()
+        if ckpt is None:
+            return None
+        with ckpt.as_directory() as d:
+            return torch.load(os.path.join(d, "state.pt"), weights_only=False)
+
+    def report(self, metrics: dict, state: dict | None) -> None:
+        """Every rank reports; rank 0 attaches the checkpoint."""
+        if state is None or self.rank != 0:
+            self.train.report(metrics)
+            return
+        with tempfile.TemporaryDirectory() as d:
+            torch.save(state, os.path.join(d, "state.pt"))
+            self.train.report(metrics, checkpoint=self.train.Checkpoint.from_directory(d))
+
+    def any_rank(self, flag: bool) -> bool:
+        """True on every rank if it is true on one: DDP workers must stop together."""
+        import torch.distributed as dist
+
+        if self.world_size == 1 or not dist.is_initialized():
+            return flag
+        t = torch.tensor([float(flag)], device=device())
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item())
