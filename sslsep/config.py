@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -21,6 +22,21 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 reads 1e-3 as a string (it wants 1.0e-3); people write 1e-3."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?(?:[eE][-+]?[0-9]+)?|\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+                |[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."))
+
+
+def _yaml(text: str):
+    return yaml.load(text, Loader=_Loader)
 
 
 class ConfigError(ValueError):
@@ -123,6 +139,8 @@ class AugmentConfig:
                           help="view kinds to draw from: mixture, channel, sum")
     views_per_clip: int = _f(2, min=1, max=16)
     across_separators: bool = _f(True, help="each view may come from a different separator")
+    anchor_mixture: bool = _f(False, help="the first view of every clip is the mixture "
+                              "(with kinds=[channel]: the mixture <-> channel control)")
     crop_seconds: float = _f(2.0, min=0.1, help="length of every view (at most the clip)")
     same_crop: bool = _f(False, help="all views of a clip from one time span (else independent crops)")
     min_channel_db: float = _f(-30.0, max=0.0,
@@ -134,6 +152,34 @@ class AugmentConfig:
     gpus_per_actor: float = _f(0.0, min=0.0, max=8.0, help="fractions share a GPU between actors")
     torch_threads: int = _f(1, min=1)
     max_restarts: int = _f(-1, min=-1, help="actor restarts after a crash (-1 = unlimited)")
+
+
+@dataclass
+class PretrainConfig:
+    """Contrastive pretraining on views (sslsep.contrastive): encoder, objectives, training."""
+    arch: str = _f("compact", choices=("compact", "resnet"))
+    embed_dim: int = _f(128, min=8)
+    proj_dim: int = _f(128, min=8)
+    pool: str = _f("meanmax", choices=("mean", "max", "meanmax"))
+    w_sim: float = _f(1.0, min=0.0, help="weight of similarity maximisation (NT-Xent)")
+    w_coinc: float = _f(1.0, min=0.0, help="weight of coincidence prediction")
+    similarity: str = _f("cosine", choices=("cosine", "bilinear"))
+    temperature: float = _f(0.1, min=1e-3, max=10.0)
+    global_negatives: bool = _f(True, help="negatives from every worker's batch (all_gather); false: per worker")
+    steps: int = _f(1000, min=1)
+    batch_clips: int = _f(32, min=2, help="clips per worker and step (each with augment.views_per_clip views)")
+    lr: float = _f(1e-3, min=0.0)
+    weight_decay: float = _f(1e-4, min=0.0)
+    log_every: int = _f(50, min=1, help="steps between metrics lines and resumable checkpoints")
+    checkpoint_steps: list[int] = _f([], min=1, help="steps kept as encoder files (and the last step)")
+    num_workers: int = _f(1, min=1)
+    use_gpu: bool = _f(False)
+    cpus_per_worker: int = _f(1, min=1)
+    torch_threads: int = _f(0, min=0, help="0 = cpus_per_worker")
+    use_ray: bool = _f(True, help="false: the same loop in this process on in-process views")
+    views_source: str = _f("live", choices=("live", "precomputed"),
+                           help="live: the augmentation service feeds training; precomputed: views "
+                                "are computed once, held in memory, then trained on")
 
 
 @dataclass
@@ -153,6 +199,7 @@ class ExperimentConfig:
     data: DataConfig = field(default_factory=DataConfig)
     separation: SeparationConfig = field(default_factory=SeparationConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     ray: RayConfig = field(default_factory=RayConfig)
 
 
@@ -252,6 +299,12 @@ def _validate(cfg: ExperimentConfig, origin: str) -> None:
     bad_kinds = sorted(set(aug.kinds) - {"mixture", "channel", "sum"})
     if bad_kinds or not aug.kinds:
         raise ConfigError(f"{origin}: key 'augment.kinds' takes mixture, channel, sum; got {aug.kinds}")
+    pre = cfg.pretrain
+    if pre.w_sim == 0 and pre.w_coinc == 0:
+        raise ConfigError(f"{origin}: keys 'pretrain.w_sim' and 'pretrain.w_coinc' are both 0: nothing to learn")
+    if aug.views_per_clip < 2 and (pre.w_sim > 0 or pre.w_coinc > 0):
+        raise ConfigError(f"{origin}: key 'augment.views_per_clip' must be >= 2 for contrastive "
+                          f"pretraining, got {aug.views_per_clip}")
     if aug.min_actors > aug.max_actors:
         raise ConfigError(f"{origin}: key 'augment.min_actors' ({aug.min_actors}) exceeds "
                           f"'augment.max_actors' ({aug.max_actors})")
@@ -268,7 +321,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not key or any(not part for part in key.split(".")):
         raise ConfigError(f"--set {text!r}: empty key")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = _yaml(raw) if raw.strip() else ""
     except yaml.YAMLError as e:
         raise ConfigError(f"--set {text!r}: value is not valid YAML ({e})") from None
     return key.split("."), value
@@ -285,7 +338,7 @@ def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] 
         except OSError as e:
             raise ConfigError(f"{origin}: cannot read config ({e.strerror})") from None
         try:
-            values = yaml.safe_load(text) or {}
+            values = _yaml(text) or {}
         except yaml.YAMLError as e:
             raise ConfigError(f"{origin}: not valid YAML ({e})") from None
         _update(cfg, values, "", origin)

@@ -57,3 +57,10 @@ def test_bad_override_names_it():
 def test_data_flag_sets_path():
     cfg = load_config(None, ["data.source=synthetic"], data="/some/folder")
     assert cfg.data.path == "/some/folder" and cfg.data.source == "auto"
+
+
+def test_scientific_notation_is_a_number(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("pretrain:\n  lr: 3e-4\n")
+    assert load_config(p).pretrain.lr == 3e-4
+    assert load_config(None, ["pretrain.lr=1e-3", "seed=7"]).pretrain.lr == 1e-3

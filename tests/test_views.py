@@ -70,3 +70,11 @@ def test_render_cuts_and_sums():
     assert out[0].tolist() == [2, 3, 4, 5]
     assert out[1].tolist() == [0, 10, 20, 30]
     assert out[2].tolist() == [606, 707, 808, 909]
+
+
+def test_anchor_mixture_and_mixture_only():
+    active = {"a": np.array([True, True, False])}
+    specs = plan_views(rng(4), 3, ["channel"], active, 16000, 8000, anchor_mixture=True)
+    assert specs[0].kind == "mixture" and [s.kind for s in specs[1:]] == ["channel", "channel"]
+    mix_only = plan_views(rng(5), 2, ["mixture"], {}, 16000, 8000)
+    assert [s.kind for s in mix_only] == ["mixture", "mixture"] and mix_only[0].offset != mix_only[1].offset

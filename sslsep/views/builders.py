@@ -61,20 +61,26 @@ def _subsets(active: np.ndarray) -> list[tuple[int, ...]]:
 
 def plan_views(rng: np.random.Generator, num_views: int, kinds: list[str],
                active: dict[str, np.ndarray], clip_len: int, crop_len: int,
-               same_crop: bool = False, across_separators: bool = True) -> list[ViewSpec]:
+               same_crop: bool = False, across_separators: bool = True,
+               anchor_mixture: bool = False) -> list[ViewSpec]:
     """Choose `num_views` views of one clip.
 
     active: separator name -> (M,) bool of its usable channels. A kind that a separator
     cannot supply (no active channel; fewer than two for a sum) is not drawn for it; when
     nothing separated is usable the view falls back to the mixture. Views of one clip are
-    distinct where the clip allows it.
+    distinct where the clip allows it. `anchor_mixture` makes the first view the mixture
+    (the mixture <-> channel comparison).
     """
     names = sorted(active)
     offsets = _crop_offsets(rng, num_views, clip_len, crop_len, same_crop)
     fixed = names[int(rng.integers(len(names)))] if names and not across_separators else None
     specs: list[ViewSpec] = []
     used: set[tuple] = set()
-    for offset in offsets:
+    for n, offset in enumerate(offsets):
+        if anchor_mixture and n == 0:
+            specs.append(ViewSpec("mixture", "", (), offset))
+            used.add(("mixture", "", ()))
+            continue
         spec = None
         for _ in range(8):  # a few draws to avoid repeating a view of this clip
             sep = fixed or (names[int(rng.integers(len(names)))] if names else "")

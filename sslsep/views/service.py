@@ -49,6 +49,29 @@ def _seed(clip_id: str, seed: int) -> np.random.Generator:
     return np.random.default_rng([seed, zlib.crc32(clip_id.encode())])
 
 
+def _in_ray() -> bool:
+    try:
+        import ray
+
+        return ray.is_initialized()
+    except ImportError:
+        return False
+
+
+class _ServiceMetrics:
+    """ray.util.metrics, exported by every node's metrics agent to Prometheus/Grafana."""
+
+    def __init__(self):
+        from ray.util import metrics
+
+        self.views = metrics.Counter("sslsep_views_total", "views produced by the augmentation service")
+        self.clips = metrics.Counter("sslsep_clips_total", "clips turned into views")
+        self.latency = metrics.Histogram("sslsep_separator_latency_s", "separator forward time per batch",
+                                         boundaries=[0.01, 0.03, 0.1, 0.3, 1, 3, 10, 30])
+        self.idle = metrics.Histogram("sslsep_augmenter_idle_s", "time an actor waited for its next batch "
+                                      "(its input queue was empty)", boundaries=[0.001, 0.01, 0.1, 1, 10, 100])
+
+
 class SeparationAugmenter:
     """Callable class for Dataset.map_batches: clip batch -> view batch (one row per clip)."""
 
@@ -57,17 +80,11 @@ class SeparationAugmenter:
         aug = self.cfg.augment
         torch.set_num_threads(aug.torch_threads)
         self.device = "cuda" if torch.cuda.is_available() and aug.gpus_per_actor > 0 else "cpu"
-        self.models = load_separators(registry, aug.separators, self.device)
+        # mixture-only views (the no-separation control) need no separator at all
+        self.models = {} if aug.kinds == ["mixture"] else load_separators(registry, aug.separators, self.device)
         self.crop_len = int(round(min(aug.crop_seconds, self.cfg.audio.clip_seconds) * self.cfg.audio.sample_rate))
         self._last_return = None
-        from ray.util import metrics
-
-        self.m_views = metrics.Counter("sslsep_views_total", "views produced by the augmentation service")
-        self.m_clips = metrics.Counter("sslsep_clips_total", "clips turned into views")
-        self.m_latency = metrics.Histogram("sslsep_separator_latency_s", "separator forward time per batch",
-                                           boundaries=[0.01, 0.03, 0.1, 0.3, 1, 3, 10, 30])
-        self.m_idle = metrics.Histogram("sslsep_augmenter_idle_s", "time an actor waited for its next batch",
-                                        boundaries=[0.001, 0.01, 0.1, 1, 10, 100])
+        self.metrics = _ServiceMetrics() if _in_ray() else None  # in-process use has no exporter
 
     @torch.inference_mode()
     def separate(self, audio: np.ndarray) -> dict[str, np.ndarray]:
@@ -80,19 +97,22 @@ class SeparationAugmenter:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         now = time.perf_counter()
-        if self._last_return is not None:
-            self.m_idle.observe(now - self._last_return)
+        m = self.metrics
+        if m and self._last_return is not None:
+            m.idle.observe(now - self._last_return)
         aug = self.cfg.augment
         audio = batch["audio"]  # (B, T)
         t0 = time.perf_counter()
         separated = self.separate(audio)
-        self.m_latency.observe(time.perf_counter() - t0)
+        if m:
+            m.latency.observe(time.perf_counter() - t0)
         views, kinds, seps, chans = [], [], [], []
         for i, clip_id in enumerate(batch["clip_id"]):
             sources = {name: est[i] for name, est in separated.items()}  # name -> (M, T)
             active = {name: active_channels(src, audio[i], aug.min_channel_db) for name, src in sources.items()}
             specs = plan_views(_seed(str(clip_id), self.cfg.seed), aug.views_per_clip, aug.kinds, active,
-                               audio.shape[1], self.crop_len, aug.same_crop, aug.across_separators)
+                               audio.shape[1], self.crop_len, aug.same_crop, aug.across_separators,
+                               aug.anchor_mixture)
             views.append(render_views(audio[i], sources, specs, self.crop_len))  # (V, crop)
             kinds.append([s.kind for s in specs])
             seps.append([s.separator for s in specs])
@@ -103,8 +123,9 @@ class SeparationAugmenter:
         if "labels" in batch:
             out["labels"] = batch["labels"]
         n = len(batch["clip_id"])
-        self.m_clips.inc(n)
-        self.m_views.inc(n * aug.views_per_clip)
+        if m:
+            m.clips.inc(n)
+            m.views.inc(n * aug.views_per_clip)
         self._last_return = time.perf_counter()
         return out
 
@@ -116,7 +137,8 @@ def view_dataset(cfg: ExperimentConfig, registry: str, clips=None):
     from sslsep.data.sources import clip_dataset, usable
 
     aug = cfg.augment
-    load_separators(registry, aug.separators)  # fail at start, on the driver, not in a hung pool
+    if aug.kinds != ["mixture"]:
+        load_separators(registry, aug.separators)  # fail at start, on the driver, not in a hung pool
     if clips is None:
         clips = usable(clip_dataset(cfg.data, cfg.audio, shuffle_seed=cfg.seed))
     clips = clips.select_columns(["clip_id", "audio", "labels"])
