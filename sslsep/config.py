@@ -91,6 +91,8 @@ class DataConfig:
     extensions: list[str] = _f([".wav", ".flac", ".ogg"])
     max_clips: int = _f(0, min=0, help="0 = all; otherwise the first N clips in sorted order")
     shard_clips: int = _f(256, min=1, help="clips per Parquet shard written by `sslsep data pack`")
+    cpus_per_task: float = _f(0.5, min=0.01, help="CPUs Ray reserves per read/decode task; below 1 so "
+                              "decoding still schedules next to trainers and actors that hold whole CPUs")
     synth: SynthConfig = field(default_factory=SynthConfig)
 
 
@@ -117,8 +119,8 @@ class SeparationConfig:
     max_minutes: float = _f(0.0, min=0.0, help="wall-clock budget for training; 0 = none")
     num_workers: int = _f(1, min=1)
     use_gpu: bool = _f(False)
-    cpus_per_worker: int = _f(1, min=1)
-    torch_threads: int = _f(0, min=0, help="0 = cpus_per_worker")
+    cpus_per_worker: float = _f(1.0, min=0.0)
+    torch_threads: int = _f(0, min=0, help="0 = max(1, cpus_per_worker)")
     use_ray: bool = _f(True, help="false: run the same loop in this process (world size 1)")
     cache_gb: float = _f(4.0, min=0.0, help="real data whose decoded clips fit in this many GB is decoded "
                          "once and kept in Ray's object store across epochs; 0 = stream every epoch")
@@ -174,8 +176,8 @@ class PretrainConfig:
     checkpoint_steps: list[int] = _f([], min=1, help="steps kept as encoder files (and the last step)")
     num_workers: int = _f(1, min=1)
     use_gpu: bool = _f(False)
-    cpus_per_worker: int = _f(1, min=1)
-    torch_threads: int = _f(0, min=0, help="0 = cpus_per_worker")
+    cpus_per_worker: float = _f(1.0, min=0.0)
+    torch_threads: int = _f(0, min=0, help="0 = max(1, cpus_per_worker)")
     use_ray: bool = _f(True, help="false: the same loop in this process on in-process views")
     views_source: str = _f("live", choices=("live", "precomputed"),
                            help="live: the augmentation service feeds training; precomputed: views "

@@ -14,7 +14,7 @@ from sslsep.separation.train import train_separators
 
 BASE = ["audio.clip_seconds=0.5", "data.synth.num_clips=32", "augment.crop_seconds=0.25",
         "augment.views_per_clip=2", "augment.batch_size=4", "pretrain.batch_clips=4",
-        "pretrain.log_every=2", "pretrain.steps=4"]
+        "pretrain.log_every=2", "pretrain.steps=4", "augment.cpus_per_actor=0.5"]
 
 
 @pytest.fixture(scope="module")
@@ -70,3 +70,49 @@ def test_ray_train_fed_live_by_the_augmentation_service(ray_session, tmp_path, r
     assert [x["step"] for x in m] == [2, 4]
     assert (tmp_path / "encoders" / "step-000002.pt").exists() and uri.endswith("encoder.pt")
     assert (tmp_path / "ray_train" / "pretrain" / "checkpoint_manager_snapshot.json").exists()
+
+
+@pytest.mark.ray
+def test_two_workers_ddp_with_global_negatives(ray_session, tmp_path, registry):
+    """Two DDP workers, negatives gathered across workers; both stop together."""
+    cfg = load_config(None, BASE + ["augment.kinds=[mixture]", "pretrain.num_workers=2",
+                                    "pretrain.cpus_per_worker=0.5", "pretrain.global_negatives=true"])
+    pretrain(cfg, RunDir(str(tmp_path)), registry)
+    m = lines(tmp_path)
+    assert [x["step"] for x in m] == [2, 4] and np.isfinite(m[-1]["total"])
+
+
+@pytest.mark.ray
+def test_killed_training_worker_resumes_from_latest_checkpoint(ray_session, tmp_path, registry):
+    import os
+    import signal
+    import threading
+    import time
+
+    import ray
+
+    cfg = load_config(None, BASE + ["augment.kinds=[mixture]", "pretrain.steps=40", "pretrain.log_every=2",
+                                    "data.synth.num_clips=64"])
+    ckpts = tmp_path / "ray_train" / "pretrain"
+    killed = {}
+
+    def kill_after_a_checkpoint():
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            if ckpts.exists() and any(p.name.startswith("checkpoint_") for p in ckpts.iterdir()):
+                for a in ray._private.state.actors().values():
+                    if a.get("ActorClassName") == "RayTrainWorker" and a.get("State") == "ALIVE":
+                        killed["lines"] = len(lines(tmp_path))
+                        os.kill(a["Pid"], signal.SIGKILL)
+                        return
+            time.sleep(0.05)
+
+    t = threading.Thread(target=kill_after_a_checkpoint)
+    t.start()
+    pretrain(cfg, RunDir(str(tmp_path)), registry)
+    t.join()
+    assert "lines" in killed, "no training worker was killed"
+    steps = [x["step"] for x in lines(tmp_path)]
+    assert steps[-1] == 40
+    after = steps[killed["lines"]:]
+    assert after and after[0] > 2, f"restarted from scratch instead of the checkpoint: {steps}"

@@ -19,7 +19,6 @@ import json
 import os
 import platform
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -33,18 +32,10 @@ import torch  # noqa: E402
 
 from sslsep.config import load_config, to_dict  # noqa: E402
 from sslsep.data.sources import iter_clips  # noqa: E402
-from sslsep.run import RunDir  # noqa: E402
-from sslsep.separation.model import build_separator  # noqa: E402
-from sslsep.separation.train import _save_state_file  # noqa: E402
 from sslsep.views.service import SeparationAugmenter, view_dataset  # noqa: E402
 
-
-def make_registry(cfg, k: int) -> str:
-    run = RunDir(tempfile.mkdtemp(prefix="sslsep-bench-reg-"))
-    for step in range(1, k + 1):
-        torch.manual_seed(step)
-        _save_state_file(build_separator(cfg.separation.size), run, step, {}, cfg)
-    return run.uri("registry.json")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from pretrain_speed import random_registry  # noqa: E402
 
 
 class PeakRSS:
@@ -87,7 +78,7 @@ def main() -> None:
     sets = [f"data.synth.num_clips={args.clips}", f"augment.batch_size={args.batch}",
             f"augment.views_per_clip={args.views}", "augment.torch_threads=1"]
     cfg = load_config(None, sets)
-    registry = make_registry(cfg, args.separators)
+    registry = random_registry(cfg, args.separators)
     clips = [{"clip_id": r["clip_id"], "audio": r["audio"], "labels": r["labels"]} for r in iter_clips(cfg.data, cfg.audio)]
 
     import ray

@@ -107,7 +107,7 @@ def train_loop(config: dict) -> None:
         session = LocalSession(lambda: _local_view_batches(cfg, config["registry"]), run.uri("pretrain_state.pt"))
     else:
         session = RaySession(pre.batch_clips, ["views"], shuffle_buffer=max(64, 4 * pre.batch_clips))
-    torch.set_num_threads(pre.torch_threads or pre.cpus_per_worker)
+    torch.set_num_threads(pre.torch_threads or max(1, int(pre.cpus_per_worker)))
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
     device = session_device()
     a = cfg.audio
@@ -186,7 +186,7 @@ def pretrain(cfg: ExperimentConfig, run: RunDir, registry: str) -> str:
     from sslsep.views.service import view_dataset
 
     pre = cfg.pretrain
-    ds = view_dataset(cfg, registry).select_columns(["views"])
+    ds = view_dataset(cfg, registry).select_columns(["views"], num_cpus=cfg.data.cpus_per_task)
     if pre.views_source == "precomputed":
         ds = ds.materialize()
     storage_path, fs = run.uri("ray_train"), None

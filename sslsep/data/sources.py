@@ -236,12 +236,16 @@ def clip_dataset(cfg: DataConfig, audio: AudioConfig, *, with_stems: bool = Fals
 
     kind = resolve_source(cfg)
     if kind == "synthetic":
-        ds = ray.data.range(cfg.synth.num_clips, override_num_blocks=parallelism)
+        # scene indices in memory (8 bytes a clip): no read tasks, which would each hold a CPU
+        n = cfg.synth.num_clips
+        blocks = parallelism if parallelism > 0 else max(1, min(n // 64, 2000))
+        ds = ray.data.from_numpy(np.array_split(np.arange(n), blocks))
 
         def synth(batch: dict) -> dict:
-            return _stack([_synth_row(i, cfg, audio, with_stems) for i in batch["id"]])
+            return _stack([_synth_row(int(i), cfg, audio, with_stems) for i in batch["data"]])
 
-        return ds.map_batches(synth, batch_size=16, batch_format="numpy")
+        return ds.map_batches(synth, batch_size=16, batch_format="numpy",
+                              num_cpus=cfg.cpus_per_task)
     if kind == "folder":
         items, _, _ = folder_items(cfg, split, val_fraction)
         if shuffle_seed is not None:
@@ -256,12 +260,14 @@ def clip_dataset(cfg: DataConfig, audio: AudioConfig, *, with_stems: bool = Fals
                                                     list(batch["labels"][i]), int(batch["fold"][i]),
                                                     batch["group"][i]), audio) for i in range(n)])
 
-        return ds.map_batches(decode_files, batch_size=16, batch_format="numpy")
+        return ds.map_batches(decode_files, batch_size=16, batch_format="numpy",
+                              num_cpus=cfg.cpus_per_task)
     uris = shard_uris(cfg.path)
     check_shards(uris)
     fs, _ = storage.pyarrow_fs(uris[0])
     paths = [storage.get_fs(u)[1] for u in uris]
-    ds = ray.data.read_parquet(paths, filesystem=fs, override_num_blocks=parallelism)
+    ds = ray.data.read_parquet(paths, filesystem=fs, override_num_blocks=parallelism,
+                               ray_remote_args={"num_cpus": cfg.cpus_per_task})
     if cfg.max_clips:
         ds = ds.limit(cfg.max_clips)
     if shuffle_seed is not None:
@@ -271,14 +277,17 @@ def clip_dataset(cfg: DataConfig, audio: AudioConfig, *, with_stems: bool = Fals
         rows = _shard_batch_rows(batch, audio, split, val_fraction)
         return _stack(rows) if rows else _empty_batch(audio)
 
-    return ds.map_batches(decode_shard, batch_size=16, batch_format="numpy")
+    return ds.map_batches(decode_shard, batch_size=16, batch_format="numpy",
+                              num_cpus=cfg.cpus_per_task)
 
 
-def usable(ds):
-    """Keep the rows a model can train on (ok and silent); skipped rows are counted elsewhere."""
+def usable(ds, num_cpus: float = 0.5):
+    """Keep the rows a model can train on (ok and silent); skipped rows are counted elsewhere.
+    `num_cpus` should match the decode step's (`data.cpus_per_task`) so that Ray fuses the
+    two: a separate 1-CPU step would never schedule beside a trainer and an actor pool."""
     from ray.data.expressions import col
 
-    return ds.filter(expr=col("status").is_in(list(KEEP_STATUSES)))
+    return ds.filter(expr=col("status").is_in(list(KEEP_STATUSES)), num_cpus=num_cpus)
 
 
 def report_from_rows(rows, problems=()) -> DecodeReport:

@@ -163,7 +163,7 @@ def train_loop(config: dict) -> None:
     else:
         b = sep.batch_clips
         session = RaySession(b, ["audio"], shuffle_buffer=max(64, 4 * b))
-    torch.set_num_threads(sep.torch_threads or sep.cpus_per_worker)
+    torch.set_num_threads(sep.torch_threads or max(1, int(sep.cpus_per_worker)))
     torch.manual_seed(cfg.seed + session.rank)
     device = session_device()
 
@@ -271,8 +271,10 @@ def _fit_on_ray(cfg: ExperimentConfig, run: RunDir, config: dict) -> None:
 
     sep = cfg.separation
     synthetic = resolve_source(cfg.data) == "synthetic"
+    cpus = cfg.data.cpus_per_task
     ds = usable(clip_dataset(cfg.data, cfg.audio, split=None if synthetic else "train",
-                             val_fraction=sep.val_fraction, shuffle_seed=cfg.seed)).select_columns(["audio"])
+                             val_fraction=sep.val_fraction, shuffle_seed=cfg.seed), cpus)
+    ds = ds.select_columns(["audio"], num_cpus=cpus)
     if not synthetic and _decoded_gb(cfg) <= sep.cache_gb:
         # a small real set would otherwise be read and decoded again every epoch, and each
         # new epoch restarts the streaming executor: seconds of idle trainer per epoch

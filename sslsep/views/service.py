@@ -139,9 +139,10 @@ def view_dataset(cfg: ExperimentConfig, registry: str, clips=None):
     aug = cfg.augment
     if aug.kinds != ["mixture"]:
         load_separators(registry, aug.separators)  # fail at start, on the driver, not in a hung pool
+    cpus = cfg.data.cpus_per_task  # the same for every task step, so that Ray fuses them
     if clips is None:
-        clips = usable(clip_dataset(cfg.data, cfg.audio, shuffle_seed=cfg.seed))
-    clips = clips.select_columns(["clip_id", "audio", "labels"])
+        clips = usable(clip_dataset(cfg.data, cfg.audio, shuffle_seed=cfg.seed), cpus)
+    clips = clips.select_columns(["clip_id", "audio", "labels"], num_cpus=cpus)
     # Ray Data already restarts dead actors without limit and retries their batches;
     # only a different limit needs passing (through a deprecated hook, hence only then)
     extra = {} if aug.max_restarts == -1 else {"ray_remote_args_fn": lambda: {"max_restarts": aug.max_restarts}}
