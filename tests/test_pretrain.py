@@ -99,7 +99,8 @@ def test_killed_training_worker_resumes_from_latest_checkpoint(ray_session, tmp_
     def kill_after_a_checkpoint():
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline:
-            if ckpts.exists() and any(p.name.startswith("checkpoint_") for p in ckpts.iterdir()):
+            # the snapshot is written once a checkpoint is registered (not merely uploading)
+            if (ckpts / "checkpoint_manager_snapshot.json").exists():
                 for a in ray._private.state.actors().values():
                     if a.get("ActorClassName") == "RayTrainWorker" and a.get("State") == "ALIVE":
                         killed["lines"] = len(lines(tmp_path))

@@ -76,7 +76,8 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     sets = [f"data.synth.num_clips={args.clips}", f"augment.batch_size={args.batch}",
-            f"augment.views_per_clip={args.views}", "augment.torch_threads=1"]
+            f"augment.views_per_clip={args.views}", "augment.torch_threads=1",
+            "augment.cpus_per_actor=0.5"]  # logical: leaves CPU for the read step beside 2 actors
     cfg = load_config(None, sets)
     registry = random_registry(cfg, args.separators)
     clips = [{"clip_id": r["clip_id"], "audio": r["audio"], "labels": r["labels"]} for r in iter_clips(cfg.data, cfg.audio)]
