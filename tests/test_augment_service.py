@@ -73,7 +73,8 @@ def test_bad_checkpoint_is_a_clear_error_at_start(ray_session, registry, tmp_pat
 def test_actor_killed_mid_stream_loses_and_duplicates_nothing(ray_session, registry):
     import ray
 
-    cfg = load_config(None, BASE + ["data.synth.num_clips=48", "augment.batch_size=2"])
+    n = 160
+    cfg = load_config(None, BASE + [f"data.synth.num_clips={n}", "augment.batch_size=2"])
     killed = []
 
     def kill_one():
@@ -90,12 +91,13 @@ def test_actor_killed_mid_stream_loses_and_duplicates_nothing(ray_session, regis
     thread = None
     for i, batch in enumerate(view_dataset(cfg, registry).iter_batches(batch_size=2, prefetch_batches=0)):
         ids.extend(batch["clip_id"].tolist())
+        time.sleep(0.02)  # a slow consumer keeps the actor mid-stream when it is killed
         if i == 1:
             thread = threading.Thread(target=kill_one)
             thread.start()
             thread.join()
     assert killed, "no augmenter actor was found to kill"
-    assert sorted(ids) == sorted(f"synth-0-{i:08d}" for i in range(48))
+    assert sorted(ids) == sorted(f"synth-0-{i:08d}" for i in range(n))
 
 
 def test_augment_script_writes_views_to_parquet(registry, tmp_path):
