@@ -8,7 +8,6 @@ import sys
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import pytest
 
 from sslsep import storage
 from sslsep.audio import read_audio

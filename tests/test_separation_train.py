@@ -103,3 +103,20 @@ def test_ray_train_path_writes_states_and_resumes(ray_session, tmp_path):
     reg = train_separators(cfg, run)
     steps = [json.loads(x)["step"] for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert steps == [2, 4, 6] and [e["step"] for e in reg["separators"]] == [2, 4, 6]
+
+
+@pytest.mark.ray
+def test_run_directory_on_s3(ray_session, s3_server):
+    """Ray Train storage, convergence states and the registry on a real S3 API server;
+    separators load straight from s3://."""
+    run_dir = f"{s3_server}/runs/sep-s3"
+    cfg = load_config(None, [*TINY[:-1], "separation.steps=2", "separation.checkpoint_steps=[1]"])
+    reg = train_separators(cfg, RunDir(run_dir))
+    assert [e["step"] for e in reg["separators"]] == [1, 2]
+    again = read_registry(f"{run_dir}/registry.json")
+    model = load_separator(again["separators"][-1]["uri"])
+    assert model(torch.randn(1, 8000)).shape == (1, 4, 8000)
+    from sslsep import storage
+
+    fs, path = storage.get_fs(f"{run_dir}/ray_train/separator")
+    assert any("checkpoint_" in p for p in fs.ls(path))

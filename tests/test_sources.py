@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 
 from sslsep.config import load_config
-from sslsep.data.sources import (clip_dataset, dataset_report, iter_clips, report_from_rows,
-                                 resolve_source, usable)
+from sslsep.data.sources import (clip_dataset, dataset_report, iter_clips, resolve_source, usable)
 from sslsep.data.pack import pack_folder
 
 pytestmark = pytest.mark.ray

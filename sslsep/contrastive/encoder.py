@@ -37,10 +37,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sslsep.checkpoint import load_module, save_module
+
 from sslsep.audio import LogMel
 from sslsep.config import AudioConfig
 
-_open = open  # swapped for fsspec.open later (s3://); load/save do one open() each
 
 MAX_FRAME_HOP_S = 0.05  # HEAR: timestamp embeddings at most 50 ms apart
 POOLS = ("mean", "max", "meanmax")
@@ -195,24 +196,11 @@ def build_encoder(arch: str = "compact", **overrides) -> AudioEncoder:
 
 
 def save_encoder(model: AudioEncoder, path, **extra) -> None:
-    """One torch file: ``state_dict``, ``model_args`` (constructor kwargs) and ``extra`` keys."""
-    reserved = {"state_dict", "model_args"} & set(extra)
-    if reserved:
-        raise ValueError(f"extra metadata may not use reserved keys {sorted(reserved)}")
-    payload = {"state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-               "model_args": dict(model.config), **extra}
-    with _open(path, "wb") as f:
-        torch.save(payload, f)
+    """One self-contained file (sslsep.checkpoint): weights, constructor args, ``extra``."""
+    save_module(model, path, **extra)
 
 
 def load_encoder(path, map_location="cpu", weights_only: bool = True) -> AudioEncoder:
-    """Rebuild an :class:`AudioEncoder` from a :func:`save_encoder` file alone, in eval mode.
-
-    ``weights_only=True`` (safe unpickling) accepts plain metadata; pass False for trusted
-    files whose extras hold other objects.
-    """
-    with _open(path, "rb") as f:
-        ckpt = torch.load(f, map_location=map_location, weights_only=weights_only)
-    model = AudioEncoder(**ckpt["model_args"])
-    model.load_state_dict(ckpt["state_dict"])
-    return model.to(map_location if isinstance(map_location, (str, torch.device)) else "cpu").eval()
+    """Rebuild an :class:`AudioEncoder` from a :func:`save_encoder` file alone (local or
+    s3://), in eval mode."""
+    return load_module(AudioEncoder, path, map_location, weights_only)

@@ -10,9 +10,7 @@ Rank 0 writes metrics.jsonl and the encoder files (`encoders/step-XXXXXX.pt`, `e
 
 from __future__ import annotations
 
-import io
 import math
-import os
 import time
 from typing import Iterator
 
@@ -22,12 +20,13 @@ from torch import nn
 
 from sslsep import storage
 from sslsep.config import ExperimentConfig, from_dict, to_dict
-from sslsep.contrastive.encoder import AudioEncoder, build_encoder
+from sslsep.checkpoint import read_checkpoint
+from sslsep.contrastive.encoder import AudioEncoder, build_encoder, save_encoder
 from sslsep.contrastive.losses import (BilinearSimilarity, CoincidenceHead, all_gather_with_grad,
                                        coincidence_accuracy, coincidence_loss, coincidence_pairs,
                                        joint_loss, multiview_nt_xent)
 from sslsep.run import RunDir
-from sslsep.session import LocalSession, RaySession
+from sslsep.session import LocalSession, RaySession, ray_run_config
 from sslsep.session import device as session_device
 
 
@@ -75,11 +74,7 @@ def _mean(values: list[float]) -> float:
 
 
 def _save_encoder_file(encoder: AudioEncoder, uri: str, step: int, metrics: dict, cfg: ExperimentConfig) -> None:
-    payload = {"state_dict": {k: v.detach().cpu() for k, v in encoder.state_dict().items()},
-               "model_args": dict(encoder.config), "step": step, "metrics": metrics, "config": to_dict(cfg)}
-    buf = io.BytesIO()
-    torch.save(payload, buf)
-    storage.write_bytes(uri, buf.getvalue())
+    save_encoder(encoder, uri, step=step, metrics=metrics, config=to_dict(cfg))
 
 
 def _local_view_batches(cfg: ExperimentConfig, registry: str) -> Iterator[dict]:
@@ -173,8 +168,7 @@ def pretrain(cfg: ExperimentConfig, run: RunDir, registry: str) -> str:
     """Train (or resume, or reuse) the encoder; returns the URI of RUN_DIR/encoder.pt."""
     out = run.uri("encoder.pt")
     if storage.exists(out):
-        done = torch.load(io.BytesIO(storage.read_bytes(out)), weights_only=True)
-        if done["step"] >= cfg.pretrain.steps:
+        if read_checkpoint(out)["step"] >= cfg.pretrain.steps:
             return out
     config = {"cfg": to_dict(cfg), "run_dir": run.path, "registry": registry}
     if not cfg.pretrain.use_ray:
@@ -189,17 +183,10 @@ def pretrain(cfg: ExperimentConfig, run: RunDir, registry: str) -> str:
     ds = view_dataset(cfg, registry).select_columns(["views"], num_cpus=cfg.data.cpus_per_task)
     if pre.views_source == "precomputed":
         ds = ds.materialize()
-    storage_path, fs = run.uri("ray_train"), None
-    if storage.is_remote(storage_path):
-        fs, storage_path = storage.pyarrow_fs(storage_path)
-    else:
-        storage_path = os.path.abspath(storage_path)
     TorchTrainer(
         train_loop, train_loop_config=config, datasets={"train": ds},
         scaling_config=ray.train.ScalingConfig(num_workers=pre.num_workers, use_gpu=pre.use_gpu,
                                                resources_per_worker={"CPU": pre.cpus_per_worker}),
-        run_config=ray.train.RunConfig(name="pretrain", storage_path=storage_path, storage_filesystem=fs,
-                                       failure_config=ray.train.FailureConfig(max_failures=3),
-                                       checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2)),
+        run_config=ray_run_config(run.uri("ray_train"), "pretrain"),
     ).fit()
     return out

@@ -46,7 +46,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-_open = open  # swapped for fsspec.open later (s3://); load/save do one open() each
+from sslsep.checkpoint import load_module, read_checkpoint, save_module
+
 
 
 class GlobalLayerNorm(nn.Module):
@@ -282,29 +283,16 @@ def build_separator(size: str = "quick", **overrides) -> Separator:
 
 
 def save_separator(model: Separator, path, **extra) -> None:
-    """One torch file: ``state_dict``, ``model_args`` (constructor kwargs) and ``extra`` keys."""
-    reserved = {"state_dict", "model_args"} & set(extra)
-    if reserved:
-        raise ValueError(f"extra metadata may not use reserved keys {sorted(reserved)}")
-    payload = {"state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-               "model_args": dict(model.config), **extra}
-    with _open(path, "wb") as f:
-        torch.save(payload, f)
+    """One self-contained file (sslsep.checkpoint): weights, constructor args, ``extra``."""
+    save_module(model, path, **extra)
 
 
 def load_checkpoint(path, map_location="cpu", weights_only: bool = True) -> dict:
-    """Read the raw checkpoint dict (one open + torch.load(fileobj))."""
-    with _open(path, "rb") as f:
-        return torch.load(f, map_location=map_location, weights_only=weights_only)
+    """The raw checkpoint dict."""
+    return read_checkpoint(path, map_location, weights_only)
 
 
 def load_separator(path, map_location="cpu", weights_only: bool = True) -> Separator:
-    """Rebuild a :class:`Separator` from a :func:`save_separator` file alone, in eval mode.
-
-    ``weights_only=True`` (safe unpickling) accepts plain metadata (dicts, lists, numbers,
-    strings, tensors); pass False for trusted files whose extras hold other objects.
-    """
-    ckpt = load_checkpoint(path, map_location, weights_only)
-    model = Separator(**ckpt["model_args"])
-    model.load_state_dict(ckpt["state_dict"])
-    return model.to(map_location if isinstance(map_location, (str, torch.device)) else "cpu").eval()
+    """Rebuild a :class:`Separator` from a :func:`save_separator` file alone (local or
+    s3://), in eval mode. ``weights_only=True`` (safe unpickling) accepts plain metadata."""
+    return load_module(Separator, path, map_location, weights_only)

@@ -15,7 +15,6 @@ multi-source SI-SNRi and single-source SI-SNR on held-out single scenes.
 from __future__ import annotations
 
 import copy
-import io
 import math
 import os
 import time
@@ -29,12 +28,12 @@ from sslsep import storage
 from sslsep.config import ExperimentConfig, from_dict, to_dict
 from sslsep.data.sources import KEEP_STATUSES, iter_clips, resolve_source
 from sslsep.run import RunDir
-from sslsep.session import LocalSession, RaySession
+from sslsep.session import LocalSession, RaySession, ray_run_config
 from sslsep.session import device as session_device
 from sslsep.separation.metrics import (mean_valid, multi_source_si_snri, pairwise_si_snr, si_snr,
                                        single_source_si_snr)
 from sslsep.separation.mixit import mixit_loss, mixture_of_mixtures
-from sslsep.separation.model import Separator, build_separator
+from sslsep.separation.model import Separator, build_separator, save_separator
 from sslsep.separation.registry import register, state_name
 
 VAL_SEED_OFFSET = 1_000_003  # validation scenes: a seed no training stream uses
@@ -143,12 +142,7 @@ def _save_state_file(model: Separator, run: RunDir, step: int, metrics: dict, cf
     """Write one convergence state (loads alone with load_separator) and register it."""
     name = state_name(step)
     rel = f"separators/{name}.pt"
-    payload = {"state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-               "model_args": dict(model.config), "step": step, "metrics": metrics,
-               "config": to_dict(cfg), "name": name}
-    buf = io.BytesIO()
-    torch.save(payload, buf)
-    storage.write_bytes(run.uri(rel), buf.getvalue())
+    save_separator(model, run.uri(rel), step=step, metrics=metrics, config=to_dict(cfg), name=name)
     return register(run.path, {"name": name, "step": step, "path": rel, "metrics": metrics},
                     run=os.path.basename(run.path.rstrip("/")))
 
@@ -279,18 +273,9 @@ def _fit_on_ray(cfg: ExperimentConfig, run: RunDir, config: dict) -> None:
         # a small real set would otherwise be read and decoded again every epoch, and each
         # new epoch restarts the streaming executor: seconds of idle trainer per epoch
         ds = ds.materialize()
-    storage_path = run.uri("ray_train")
-    fs = None
-    if storage.is_remote(storage_path):
-        fs, storage_path = storage.pyarrow_fs(storage_path)
-    else:
-        storage_path = os.path.abspath(storage_path)
     trainer = TorchTrainer(
         train_loop, train_loop_config=config, datasets={"train": ds},
         scaling_config=ray.train.ScalingConfig(num_workers=sep.num_workers, use_gpu=sep.use_gpu,
                                                resources_per_worker={"CPU": sep.cpus_per_worker}),
-        run_config=ray.train.RunConfig(
-            name="separator", storage_path=storage_path, storage_filesystem=fs,
-            failure_config=ray.train.FailureConfig(max_failures=3),
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2)))
+        run_config=ray_run_config(run.uri("ray_train"), "separator"))
     trainer.fit()

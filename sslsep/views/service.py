@@ -13,14 +13,13 @@ sslsep_views_total, sslsep_clips_total, sslsep_separator_latency_s, sslsep_augme
 
 from __future__ import annotations
 
-import io
 import time
 import zlib
 
 import numpy as np
 import torch
 
-from sslsep import storage
+from sslsep.checkpoint import load_module
 from sslsep.config import ExperimentConfig, from_dict, to_dict
 from sslsep.data.sources import object_column
 from sslsep.separation.model import Separator
@@ -36,12 +35,9 @@ def load_separators(registry_uri: str, wanted: list[str], device: str = "cpu") -
     models = {}
     for e in entries:
         try:
-            ckpt = torch.load(io.BytesIO(storage.read_bytes(e["uri"])), map_location="cpu", weights_only=True)
-            model = Separator(**ckpt["model_args"])
-            model.load_state_dict(ckpt["state_dict"])
+            models[e["name"]] = load_module(Separator, e["uri"], device)
         except Exception as err:
             raise ValueError(f"separator {e['name']!r} ({e['uri']}) does not load: {err}") from None
-        models[e["name"]] = model.to(device).eval()
     return models
 
 
