@@ -18,16 +18,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a 
 
 from sslsep import storage  # noqa: E402
 from sslsep.cluster import init_ray  # noqa: E402
-from sslsep.run import add_run_args, main_guard, start_run  # noqa: E402
+from sslsep.run import add_registry_arg, add_run_args, main_guard, registry_override, start_run  # noqa: E402
 from sslsep.views.service import view_dataset  # noqa: E402
 
 
 def main() -> None:
-    parser = add_run_args(argparse.ArgumentParser(description=__doc__))
-    parser.add_argument("--registry", help="separator registry.json (default: augment.registry)")
-    args = parser.parse_args()
-    if args.registry:
-        args.overrides.append(f"augment.registry={args.registry}")
+    args = add_registry_arg(add_run_args(argparse.ArgumentParser(description=__doc__))).parse_args()
+    registry_override(args)
     cfg, run = start_run(args, "augment")
     if not cfg.augment.registry:
         raise ValueError("no separator registry: pass --registry RUN_DIR/registry.json")

@@ -36,6 +36,17 @@ def add_run_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return parser
 
 
+def add_registry_arg(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """`--registry RUN_DIR/registry.json`: the separators a views stage uses."""
+    parser.add_argument("--registry", help="separator registry.json, local or s3:// (sets augment.registry)")
+    return parser
+
+
+def registry_override(args: argparse.Namespace) -> None:
+    if getattr(args, "registry", None):
+        args.overrides.append(f"augment.registry={args.registry}")
+
+
 def package_versions() -> dict[str, str]:
     out = {}
     for name in PACKAGES:
