@@ -121,3 +121,19 @@ def us8k() -> Path:
     if not (US8K / "metadata.csv").exists():
         pytest.skip(f"real-audio check: {US8K} is absent (it ships beside the repo, not in it)")
     return US8K
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory) -> str:
+    """Two convergence states (steps 1 and 2) of a tiny quick-size separator trained in
+    process on 0.5 s synthetic clips: the separators every views/pretraining test uses."""
+    from sslsep.config import load_config
+    from sslsep.run import RunDir
+    from sslsep.separation.train import train_separators
+
+    out = tmp_path_factory.mktemp("sep")
+    cfg = load_config(None, ["audio.clip_seconds=0.5", "data.synth.num_clips=24", "separation.batch_clips=4",
+                             "separation.val_clips=4", "separation.steps=2", "separation.checkpoint_steps=[1]",
+                             "separation.use_ray=false"])
+    train_separators(cfg, RunDir(str(out)))
+    return str(out / "registry.json")

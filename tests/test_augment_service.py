@@ -9,24 +9,12 @@ import numpy as np
 import pytest
 
 from sslsep.config import load_config
-from sslsep.run import RunDir
-from sslsep.separation.train import train_separators
 from sslsep.views.service import view_dataset
 
 pytestmark = pytest.mark.ray
 
 BASE = ["audio.clip_seconds=0.5", "data.synth.num_clips=24", "augment.crop_seconds=0.25",
         "augment.views_per_clip=3", "augment.batch_size=4"]
-
-
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory):
-    """Two convergence states of a tiny separator, trained in process."""
-    out = tmp_path_factory.mktemp("sep")
-    cfg = load_config(None, BASE + ["separation.batch_clips=4", "separation.val_clips=4", "separation.steps=2",
-                                    "separation.checkpoint_steps=[1]", "separation.use_ray=false"])
-    train_separators(cfg, RunDir(str(out)))
-    return str(out / "registry.json")
 
 
 def test_every_clip_becomes_one_row_of_views(ray_session, registry):

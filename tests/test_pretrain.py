@@ -10,20 +10,10 @@ from sslsep.config import load_config, to_dict
 from sslsep.contrastive import load_encoder
 from sslsep.run import RunDir
 from sslsep.contrastive.train import pretrain, train_loop
-from sslsep.separation.train import train_separators
 
 BASE = ["audio.clip_seconds=0.5", "data.synth.num_clips=32", "augment.crop_seconds=0.25",
         "augment.views_per_clip=2", "augment.batch_size=4", "pretrain.batch_clips=4",
         "pretrain.log_every=2", "pretrain.steps=4", "augment.cpus_per_actor=0.5"]
-
-
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory):
-    out = tmp_path_factory.mktemp("sep")
-    cfg = load_config(None, BASE + ["separation.batch_clips=4", "separation.val_clips=4", "separation.steps=1",
-                                    "separation.checkpoint_steps=[1]", "separation.use_ray=false"])
-    train_separators(cfg, RunDir(str(out)))
-    return str(out / "registry.json")
 
 
 def lines(path):

@@ -34,7 +34,7 @@ from sslsep.separation.metrics import (mean_valid, multi_source_si_snri, pairwis
                                        single_source_si_snr)
 from sslsep.separation.mixit import mixit_loss, mixture_of_mixtures
 from sslsep.separation.model import Separator, build_separator, save_separator
-from sslsep.separation.registry import register, state_name
+from sslsep.separation.registry import read_registry, register, state_name
 
 VAL_SEED_OFFSET = 1_000_003  # validation scenes: a seed no training stream uses
 
@@ -228,8 +228,6 @@ def train_loop(config: dict) -> None:
 
 def train_separators(cfg: ExperimentConfig, run: RunDir) -> dict:
     """Train (or resume, or reuse) the separators of `cfg`; returns the registry dict."""
-    from sslsep.separation.registry import read_registry
-
     sep = cfg.separation
     if sep.registry:
         return read_registry(sep.registry)
