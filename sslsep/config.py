@@ -185,6 +185,48 @@ class PretrainConfig:
 
 
 @dataclass
+class EvaluationConfig:
+    """Shallow evaluation of frozen embeddings (sslsep.evaluation): linear / one-hidden-layer
+    classifiers on labelled clips; mAP, ROC AUC, d' and (single-label) accuracy."""
+    protocol: str = _f("auto", choices=("auto", "synthetic", "folds", "audioset"),
+                       help="auto: audioset when train_csv and eval_csv are set, synthetic when data "
+                            "is synthetic, else folds (leave-one-fold-out, or grouped k-fold for one fold)")
+    task: str = _f("auto", choices=("auto", "single", "multi"),
+                   help="auto: single-label when every labelled clip has exactly one label")
+    pool: str = _f("encoder", choices=("encoder", "mean", "max", "meanmax"),
+                   help="clip embedding from frame embeddings; encoder = the encoder's own pooling; "
+                        "meanmax = mean + max (as the encoder defines it)")
+    classifiers: list[str] = _f(["linear", "mlp"], help="linear and/or mlp (one hidden layer)")
+    hidden: int = _f(512, min=1, help="hidden units of the mlp classifier")
+    dropout: float = _f(0.2, min=0.0, max=0.9, help="dropout before the mlp's output layer")
+    lr: float = _f(1e-3, min=0.0)
+    weight_decay: float = _f(1e-4, min=0.0)
+    batch_size: int = _f(256, min=1, help="classifier training batch (clips)")
+    max_epochs: int = _f(200, min=1)
+    patience: int = _f(10, min=1, help="epochs without a lower validation loss before stopping")
+    val_fraction: float = _f(0.15, min=0.0, max=0.5,
+                             help="share of the training folds' recording groups held out for early stopping")
+    folds: int = _f(5, min=2, help="k of the grouped k-fold used when the data has a single fold")
+    seed: int = _f(0, min=0, help="classifier initialisation, splits and the random-init encoder")
+    synth_train_clips: int = _f(1000, min=2, help="synthetic protocol: labelled training scenes")
+    synth_eval_clips: int = _f(500, min=1, help="synthetic protocol: evaluation scenes")
+    synth_seed: int = _f(2_000_000, min=0, help="synthetic protocol: training scenes use this seed, "
+                         "evaluation scenes seed + 1; both must differ from pretraining's data.synth.seed")
+    train_path: str = _f("", help="audioset protocol: folder of training audio ('' = data.path)")
+    train_csv: str = _f("", help="audioset protocol: segments CSV of the training clips (balanced_train)")
+    eval_path: str = _f("", help="audioset protocol: folder of evaluation audio ('' = data.path)")
+    eval_csv: str = _f("", help="audioset protocol: segments CSV of the evaluation clips (eval)")
+    embed_batch: int = _f(32, min=1, help="clips per encoder call")
+    use_ray: bool = _f(False, help="true: embed with Ray Data batch inference (an actor pool); "
+                       "false: in this process (small sets)")
+    min_actors: int = _f(1, min=1)
+    max_actors: int = _f(1, min=1)
+    cpus_per_actor: float = _f(0.5, min=0.0, help="fractional, so decode tasks still schedule beside actors")
+    gpus_per_actor: float = _f(0.0, min=0.0, max=8.0)
+    torch_threads: int = _f(1, min=1, help="torch threads per embedding actor (Ray path)")
+
+
+@dataclass
 class RayConfig:
     """How to reach Ray. address '' starts a local cluster; 'auto' joins a running one."""
     address: str = _f("")
@@ -202,6 +244,7 @@ class ExperimentConfig:
     separation: SeparationConfig = field(default_factory=SeparationConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     ray: RayConfig = field(default_factory=RayConfig)
 
 
