@@ -89,6 +89,10 @@ class RunDir:
         self._metrics_uri = self.uri("metrics.jsonl")
         self._remote_lines: list[str] | None = None
 
+    @property
+    def name(self) -> str:
+        return self.path.rstrip("/").replace("\\", "/").rsplit("/", 1)[-1]
+
     def uri(self, *parts: str) -> str:
         return storage.join(self.path, *parts)
 

@@ -57,17 +57,30 @@ class LocalSession:
         return flag
 
 
+# Per-step figures exported to Prometheus (as ray_sslsep_train_*) for dashboards/grafana:
+# metric name -> keys of the loop's metrics dict (the first one present is exported).
+TRAIN_GAUGES = {"sslsep_train_steps_per_s": ("steps_per_s",), "sslsep_train_views_per_s": ("views_per_s",),
+                "sslsep_train_data_wait_share": ("data_wait_share",),
+                "sslsep_train_loss": ("total", "train_mixit_loss")}
+
+
 class RaySession:
     """Inside Ray Train: the "train" Dataset shard, DDP, ray.train.report/get_checkpoint."""
 
-    def __init__(self, batch_size: int, columns: list[str], shuffle_buffer: int = 64):
+    def __init__(self, batch_size: int, columns: list[str], shuffle_buffer: int = 64,
+                 stage: str = "", run: str = ""):
         import ray.train
+        from ray.util.metrics import Gauge
 
         self.train = ray.train
         ctx = ray.train.get_context()
         self.rank, self.world_size = ctx.get_world_rank(), ctx.get_world_size()
         self.shard = ray.train.get_dataset_shard("train")
         self.batch_size, self.columns, self.shuffle_buffer = batch_size, columns, shuffle_buffer
+        self.tags = {"stage": stage, "run": run, "rank": str(self.rank)}
+        self.gauges = {keys: Gauge(name, description=f"training {keys[0]} (per reporting window)",
+                                   tag_keys=("stage", "run", "rank"))
+                       for name, keys in TRAIN_GAUGES.items()}
 
     def batches(self) -> Iterator[dict]:
         for batch in self.shard.iter_torch_batches(batch_size=self.batch_size, drop_last=True,
@@ -88,6 +101,10 @@ class RaySession:
 
     def report(self, metrics: dict, state: dict | None) -> None:
         """Every rank reports; rank 0 attaches the checkpoint."""
+        for keys, gauge in self.gauges.items():
+            value = next((metrics[k] for k in keys if k in metrics), None)
+            if isinstance(value, (int, float)) and value == value:  # skips NaN (a part switched off)
+                gauge.set(float(value), tags=self.tags)
         if state is None or self.rank != 0:
             self.train.report(metrics)
             return

@@ -8,8 +8,8 @@ import torch
 
 from sslsep.config import load_config, to_dict
 from sslsep.contrastive import load_encoder
-from sslsep.run import RunDir
 from sslsep.contrastive.train import pretrain, train_loop
+from sslsep.run import RunDir
 
 BASE = ["audio.clip_seconds=0.5", "data.synth.num_clips=32", "augment.crop_seconds=0.25",
         "augment.views_per_clip=2", "augment.batch_size=4", "pretrain.batch_clips=4",
@@ -107,3 +107,27 @@ def test_killed_training_worker_resumes_from_latest_checkpoint(ray_session, tmp_
     assert steps[-1] == 40
     after = steps[killed["lines"]:]
     assert after and after[0] > 2, f"restarted from scratch instead of the checkpoint: {steps}"
+
+
+@pytest.mark.ray
+def test_pretraining_with_everything_on_s3(ray_session, s3_server, registry):
+    """Registry and separators read from s3://, Ray Train storage, metrics and encoder files
+    written to s3:// on a real S3 API server; a rerun of the finished config reuses it."""
+    from pathlib import Path
+
+    from sslsep import storage
+
+    fs, _ = storage.get_fs(s3_server)
+    reg_dir = f"{s3_server}/registries/tiny"
+    fs.put(str(Path(registry).parent) + "/", reg_dir.split("://", 1)[1], recursive=True)
+    run = RunDir(f"{s3_server}/runs/pretrain-s3")
+    cfg = load_config(None, BASE + ["pretrain.checkpoint_steps=[2]"])
+    uri = pretrain(cfg, run, f"{reg_dir}/registry.json")
+    assert uri == f"{run.path}/encoder.pt"
+    assert [x["step"] for x in run.metrics()] == [2, 4]
+    assert storage.exists(run.uri("encoders", "step-000002.pt"))
+    assert load_encoder(uri).embed(torch.randn(1, 4000)).shape == (1, 128)
+    _, snap = storage.get_fs(run.uri("ray_train", "pretrain", "checkpoint_manager_snapshot.json"))
+    assert fs.exists(snap)
+    assert pretrain(cfg, run, f"{reg_dir}/registry.json") == uri  # finished: reused, not retrained
+    assert len(run.metrics()) == 2

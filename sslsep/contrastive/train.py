@@ -101,7 +101,8 @@ def train_loop(config: dict) -> None:
     if config.get("local"):
         session = LocalSession(lambda: _local_view_batches(cfg, config["registry"]), run.uri("pretrain_state.pt"))
     else:
-        session = RaySession(pre.batch_clips, ["views"], shuffle_buffer=max(64, 4 * pre.batch_clips))
+        session = RaySession(pre.batch_clips, ["views"], shuffle_buffer=max(64, 4 * pre.batch_clips),
+                             stage="pretrain", run=run.name)
     torch.set_num_threads(pre.torch_threads or max(1, int(pre.cpus_per_worker)))
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
     device = session_device()

@@ -156,7 +156,7 @@ def train_loop(config: dict) -> None:
         session = LocalSession(lambda: _local_batches(cfg), run.uri("separator_train_state.pt"))
     else:
         b = sep.batch_clips
-        session = RaySession(b, ["audio"], shuffle_buffer=max(64, 4 * b))
+        session = RaySession(b, ["audio"], shuffle_buffer=max(64, 4 * b), stage="separation", run=run.name)
     torch.set_num_threads(sep.torch_threads or max(1, int(sep.cpus_per_worker)))
     torch.manual_seed(cfg.seed + session.rank)
     device = session_device()
