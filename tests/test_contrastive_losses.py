@@ -21,7 +21,7 @@ def reference_nt_xent(z, temperature=0.1, similarity="cosine", W=None):
         for v in range(V):
             a = z[b, v]
 
-            def s(x):
+            def s(x, a=a):
                 if similarity == "cosine":
                     return F.cosine_similarity(a, x, dim=0) / temperature
                 return a @ W @ x

@@ -102,7 +102,8 @@ def test_wrong_shard_schema_is_a_clear_error(ray_session, tmp_path):
     (tmp_path / "s").mkdir()
     pq.write_table(pa.table({"clip_id": ["a"], "wave": [b"x"]}), tmp_path / "s" / "shard-00000.parquet")
     cfg = cfg_for(str(tmp_path / "s"))
-    with pytest.raises(ValueError, match=r"shard-00000.parquet: Parquet shard lacks column\(s\) \['audio_bytes', 'labels'\]"):
+    missing = r"shard-00000.parquet: Parquet shard lacks column\(s\) \['audio_bytes', 'labels'\]"
+    with pytest.raises(ValueError, match=missing):
         clip_dataset(cfg.data, cfg.audio)
     (tmp_path / "s" / "shard-00000.parquet").unlink()
     (tmp_path / "s" / "shard-00001.parquet").write_bytes(b"not parquet")

@@ -10,7 +10,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from sslsep.data.synthetic import CLASSES, CONTEXTS, MAX_EVENTS, Scene, generate_scene, iter_scenes, multi_hot, write_scenes
+from sslsep.data.synthetic import (CLASSES, CONTEXTS, MAX_EVENTS, Scene, generate_scene, iter_scenes, multi_hot,
+                                   write_scenes)
 
 SR = 16000
 

@@ -80,7 +80,8 @@ def main() -> None:
             "augment.cpus_per_actor=0.5"]  # logical: leaves CPU for the read step beside 2 actors
     cfg = load_config(None, sets)
     registry = random_registry(cfg, args.separators)
-    clips = [{"clip_id": r["clip_id"], "audio": r["audio"], "labels": r["labels"]} for r in iter_clips(cfg.data, cfg.audio)]
+    clips = [{"clip_id": r["clip_id"], "audio": r["audio"], "labels": r["labels"]}
+             for r in iter_clips(cfg.data, cfg.audio)]
 
     import ray
 

@@ -207,7 +207,8 @@ def run_trial(budget_s: float, seconds: float, batch: int, seed: int = 0,
                          "final_train_loss": round(sum(losses[-10:]) / len(losses[-10:]), 2)}
         print(name, results[name], file=sys.stderr, flush=True)
     return {"bench": "separator_quick_trial", "budget_s": budget_s, "batch": batch,
-            "seconds": seconds, "seed": seed, "steps_cap": steps_cap, "results": results, "machine": machine_info("cpu")}
+            "seconds": seconds, "seed": seed, "steps_cap": steps_cap, "results": results,
+            "machine": machine_info("cpu")}
 
 
 def main(argv: list[str] | None = None) -> None:

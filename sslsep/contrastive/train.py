@@ -88,7 +88,8 @@ def _local_view_batches(cfg: ExperimentConfig, registry: str) -> Iterator[dict]:
         if r["status"] in KEEP_STATUSES:
             rows.append(r)
         if len(rows) == cfg.pretrain.batch_clips:
-            out = aug({"clip_id": np.array([x["clip_id"] for x in rows]), "audio": np.stack([x["audio"] for x in rows])})
+            out = aug({"clip_id": np.array([x["clip_id"] for x in rows]),
+                       "audio": np.stack([x["audio"] for x in rows])})
             yield {"views": torch.from_numpy(out["views"])}  # (B, V, crop)
             rows = []
 
