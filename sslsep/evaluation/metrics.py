@@ -1,0 +1,122 @@
+"""Scores of a shallow classifier: mAP, macro ROC AUC, d', accuracy. Pure numpy.
+
+Conventions (AudioSet papers, and the paper this project reproduces):
+
+* ``targets (N, C)`` are 0/1, ``scores (N, C)`` any real numbers where larger means "more
+  likely present".
+* mAP is the macro mean over classes of average precision, over the classes with at least one
+  positive in the evaluated set (AP is undefined without positives).
+* ROC AUC is the macro mean over the classes with both positives and negatives.
+* d' = sqrt(2) * Phi^-1(AUC), computed from the macro AUC (as AudioSet results report it).
+  AUC is clipped to [1e-6, 1 - 1e-6] first, so a perfect score gives d' = 6.7, not infinity
+  (an infinite d' would break means over folds and JSON).
+* Ties are handled as scikit-learn does: AP steps at each distinct score (tied clips enter
+  together), AUC counts a tied positive/negative pair as one half.
+"""
+
+from __future__ import annotations
+
+import math
+from statistics import NormalDist
+
+import numpy as np
+
+AUC_CLIP = 1e-6
+
+
+def average_precision(target: np.ndarray, score: np.ndarray) -> float:
+    """(N,) 0/1 and (N,) scores -> AP = sum_k (R_k - R_{k-1}) P_k over distinct thresholds;
+    nan when there is no positive."""
+    target = np.asarray(target, dtype=np.float64).ravel()
+    score = np.asarray(score, dtype=np.float64).ravel()
+    n_pos = target.sum()
+    if n_pos == 0:
+        return float("nan")
+    order = np.argsort(-score, kind="mergesort")
+    s, t = score[order], target[order]
+    last = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]  # last index of each group of tied scores
+    tp = np.cumsum(t)[last]
+    precision = tp / (last + 1)
+    recall = tp / n_pos
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
+def _midranks(x: np.ndarray) -> np.ndarray:
+    """1-based ranks with ties sharing their average rank."""
+    order = np.argsort(x, kind="mergesort")
+    xs = x[order]
+    starts = np.r_[0, np.flatnonzero(np.diff(xs)) + 1]
+    ends = np.r_[starts[1:], len(xs)]
+    avg = (starts + ends + 1) / 2.0  # mean of ranks starts+1 .. ends
+    ranks = np.empty(len(x))
+    ranks[order] = np.repeat(avg, ends - starts)
+    return ranks
+
+
+def roc_auc(target: np.ndarray, score: np.ndarray) -> float:
+    """(N,) 0/1 and (N,) scores -> ROC AUC (Mann-Whitney U / (P N)); nan unless both
+    positives and negatives are present."""
+    target = np.asarray(target, dtype=np.float64).ravel() > 0.5
+    score = np.asarray(score, dtype=np.float64).ravel()
+    n_pos, n_neg = int(target.sum()), int((~target).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    ranks = _midranks(score)
+    return float((ranks[target].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def _check(targets: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    targets, scores = np.asarray(targets), np.asarray(scores)
+    if targets.ndim != 2 or targets.shape != scores.shape:
+        raise ValueError(f"targets and scores must both be (N, C); got {targets.shape} and {scores.shape}")
+    return targets, scores
+
+
+def mean_average_precision(targets: np.ndarray, scores: np.ndarray) -> float:
+    """(N, C), (N, C) -> macro AP over classes with a positive; nan if there is none."""
+    targets, scores = _check(targets, scores)
+    aps = [average_precision(targets[:, c], scores[:, c]) for c in range(targets.shape[1])
+           if targets[:, c].sum() > 0]
+    return float(np.mean(aps)) if aps else float("nan")
+
+
+def macro_roc_auc(targets: np.ndarray, scores: np.ndarray) -> float:
+    """(N, C), (N, C) -> macro ROC AUC over classes with positives and negatives."""
+    targets, scores = _check(targets, scores)
+    n = targets.shape[0]
+    aucs = [roc_auc(targets[:, c], scores[:, c]) for c in range(targets.shape[1])
+            if 0 < targets[:, c].sum() < n]
+    return float(np.mean(aucs)) if aucs else float("nan")
+
+
+def d_prime(auc: float) -> float:
+    """sqrt(2) * Phi^-1(AUC), AUC clipped to [1e-6, 1 - 1e-6]; nan stays nan."""
+    if auc is None or math.isnan(auc):
+        return float("nan")
+    return math.sqrt(2.0) * NormalDist().inv_cdf(min(max(auc, AUC_CLIP), 1.0 - AUC_CLIP))
+
+
+def accuracy(labels: np.ndarray, scores: np.ndarray) -> float:
+    """(N,) class indices and (N, C) scores -> share of clips whose top score is their class."""
+    labels, scores = np.asarray(labels), np.asarray(scores)
+    if scores.ndim != 2 or labels.shape != (scores.shape[0],):
+        raise ValueError(f"labels must be (N,) and scores (N, C); got {labels.shape} and {scores.shape}")
+    if len(labels) == 0:
+        return float("nan")
+    return float(np.mean(scores.argmax(axis=1) == labels))
+
+
+def one_hot(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """(N,) int -> (N, C) float32."""
+    out = np.zeros((len(labels), num_classes), np.float32)
+    out[np.arange(len(labels)), labels] = 1.0
+    return out
+
+
+def score_all(targets: np.ndarray, scores: np.ndarray, labels: np.ndarray | None = None) -> dict:
+    """Every metric at once: targets (N, C) 0/1, scores (N, C); `labels` (N,) class indices
+    for single-label sets (adds accuracy)."""
+    auc = macro_roc_auc(targets, scores)
+    out = {"mAP": mean_average_precision(targets, scores), "auc": auc, "d_prime": d_prime(auc)}
+    out["accuracy"] = accuracy(labels, scores) if labels is not None else None
+    return out
