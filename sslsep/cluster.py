@@ -24,6 +24,9 @@ def init_ray(cfg: RayConfig, **kwargs):
     opts.setdefault("include_dashboard", None)
     opts.setdefault("log_to_driver", True)
     ray.init(address=address, **opts)
+    how = "joined the running cluster" if address else "started a local cluster"
+    print(f"ray: {how} ({ray.cluster_resources().get('CPU', 0):g} CPUs, "
+          f"{ray.cluster_resources().get('GPU', 0):g} GPUs)", flush=True)
     import ray.data
 
     # our own progress lines say more per stage than Ray Data's bars, which flood job logs

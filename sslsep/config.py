@@ -226,6 +226,20 @@ class EvaluationConfig:
     torch_threads: int = _f(1, min=1, help="torch threads per embedding actor (Ray path)")
 
 
+CONTROLS = ("mixture-only", "channels-only", "mixture-channel", "sim-only", "coinc-only")
+
+
+@dataclass
+class JointConfig:
+    """What experiments/joint.py runs beside the configured model: the paper's controls, each
+    pretrained on the same budget (steps, batch, views) and judged under the same protocol."""
+    controls: list[str] = _f(["mixture-only", "sim-only", "coinc-only"], choices=CONTROLS,
+                             help="mixture-only: two crops of the mixture (no separation, COLA-style); "
+                                  "channels-only: separated channels and sums; mixture-channel: the "
+                                  "mixture against a channel; sim-only / coinc-only: one objective")
+    evaluate: bool = _f(True, help="run the shallow evaluation and write results.md")
+
+
 @dataclass
 class RayConfig:
     """How to reach Ray. address '' starts a local cluster; 'auto' joins a running one."""
@@ -245,6 +259,7 @@ class ExperimentConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    joint: JointConfig = field(default_factory=JointConfig)
     ray: RayConfig = field(default_factory=RayConfig)
 
 
@@ -296,8 +311,9 @@ def _coerce(value: Any, tp: Any, key: str, origin: str) -> Any:
 
 def _check_range(value: Any, meta: dict, key: str, origin: str) -> None:
     choices, lo, hi = meta.get("choices"), meta.get("min"), meta.get("max")
-    if choices is not None and value not in choices:
-        raise ConfigError(f"{origin}: key '{key}' must be one of {list(choices)}, got {value!r}")
+    for v in value if isinstance(value, list) and choices is not None else [value]:
+        if choices is not None and v not in choices:
+            raise ConfigError(f"{origin}: key '{key}' must be one of {list(choices)}, got {v!r}")
     for v in value if isinstance(value, list) else [value]:
         if isinstance(v, (int, float)) and not isinstance(v, bool):
             if lo is not None and v < lo:
@@ -425,6 +441,19 @@ def from_dict(values: dict, origin: str = "<dict>") -> ExperimentConfig:
     _update(cfg, values, "", origin)
     _validate(cfg, origin)
     return cfg
+
+
+def with_overrides(cfg: ExperimentConfig, overrides: typing.Sequence[str], origin: str = "") -> ExperimentConfig:
+    """A copy of `cfg` with `key=value` overrides applied (strictly, as `--set` is)."""
+    out = from_dict(to_dict(cfg), origin or "config")
+    for text in overrides:
+        keys, value = parse_override(text)
+        nested: Any = value
+        for k in reversed(keys):
+            nested = {k: nested}
+        _update(out, nested, "", origin or f"--set {text}")
+    _validate(out, origin or "config")
+    return out
 
 
 def dump_yaml(cfg: Any) -> str:
