@@ -1,0 +1,179 @@
+"""The evaluation stage: frozen extractors -> embeddings -> shallow classifiers -> table.
+
+    evaluate_encoders(cfg, {"logmel-stats": "logmel", "random-init": "random",
+                            "trained": "runs/pre/encoder.pt"}, run) -> results dict
+
+Every extractor embeds the same clips in one pass (a clip is decoded once), then every
+classifier in ``evaluation.classifiers`` is trained on every split of the protocol with the
+same seeds, so rows differ only by their extractor and classifier. With a run directory the
+results land in ``results.json`` and ``results.md`` and one metrics line per row.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from sslsep.config import ConfigError, ExperimentConfig, to_dict
+from sslsep.evaluation.classifiers import KINDS, FitSettings, fit_classifier
+from sslsep.evaluation.embeddings import Embedder, EmbeddedSet, embed_in_process, embed_with_ray
+from sslsep.evaluation.metrics import score_all
+from sslsep.evaluation.protocols import Task, build_task, resolve_protocol, sources, task_features
+from sslsep.evaluation.splits import grouped_holdout
+from sslsep.evaluation.table import markdown, summarise
+
+
+def _check(cfg: ExperimentConfig, extractors: dict[str, str]) -> None:
+    bad = [k for k in cfg.evaluation.classifiers if k not in KINDS]
+    if bad or not cfg.evaluation.classifiers:
+        raise ConfigError(f"key 'evaluation.classifiers' takes {list(KINDS)}; got {cfg.evaluation.classifiers}")
+    if not extractors:
+        raise ValueError("no extractors to evaluate")
+    ev = cfg.evaluation
+    if ev.min_actors > ev.max_actors:
+        raise ConfigError(f"key 'evaluation.min_actors' ({ev.min_actors}) exceeds 'evaluation.max_actors'")
+
+
+def embed_sources(cfg: ExperimentConfig, protocol: str, extractors: dict[str, str]
+                  ) -> tuple[dict[str, EmbeddedSet], list[tuple[str, str, str]]]:
+    """Embed each side of the protocol -> ({side: EmbeddedSet}, labels-CSV problems)."""
+    from sslsep.data.sources import clip_dataset, folder_items, iter_clips, resolve_source
+
+    ev = cfg.evaluation
+    sets, problems = {}, []
+    embedder = None
+    for side, data in sources(cfg, protocol).items():
+        if resolve_source(data) == "folder":
+            problems += folder_items(data)[1]
+        if ev.use_ray:
+            from sslsep.cluster import init_ray
+
+            init_ray(cfg.ray)
+            sets[side] = embed_with_ray(clip_dataset(data, cfg.audio), extractors, cfg)
+        else:
+            embedder = embedder or Embedder(extractors, cfg)
+            sets[side] = embed_in_process(iter_clips(data, cfg.audio), embedder, ev.embed_batch)
+        if not sets[side].clip_ids:
+            raise ValueError(f"evaluation: no usable clips on the {side} side ({data.path or 'synthetic'})")
+    return sets, problems
+
+
+def run_classifiers(cfg: ExperimentConfig, task: Task, x: np.ndarray) -> list[dict]:
+    """One row per classifier kind: per-split scores and their mean and std."""
+    ev = cfg.evaluation
+    y = task.targets if task.multilabel else task.label_index
+    out = []
+    for kind in ev.classifiers:
+        folds = []
+        for i, split in enumerate(task.splits):
+            t0 = time.monotonic()
+            fit, val = grouped_holdout(task.groups[split.train], ev.val_fraction, seed=ev.seed + i)
+            fit, val = split.train[fit], split.train[val]
+            settings = FitSettings.from_config(ev, kind, task.multilabel, seed=ev.seed + i)
+            model, rep = fit_classifier(x[fit], y[fit], x[val], y[val], len(task.classes), settings)
+            scores = model.predict(x[split.test])  # (N_test, C)
+            labels = None if task.multilabel else task.label_index[split.test]
+            folds.append({"split": split.name, "n_train": len(split.train), "n_fit": len(fit),
+                          "n_val": len(val), "n_eval": len(split.test),
+                          **score_all(task.targets[split.test], scores, labels),
+                          "epochs": rep.epochs, "best_epoch": rep.best_epoch,
+                          "fit_s": round(time.monotonic() - t0, 3)})
+        out.append({"classifier": kind, **summarise(folds),
+                    "n_train": float(np.mean([f["n_train"] for f in folds])),
+                    "n_eval": float(np.mean([f["n_eval"] for f in folds])), "folds": folds})
+    return out
+
+
+def evaluate_encoders(cfg: ExperimentConfig, extractors: dict[str, str], run=None) -> dict:
+    """Judge each extractor (row name -> checkpoint URI, or "logmel" / "random") under the
+    configured protocol. Returns the results dict (also written to `run`, a RunDir)."""
+    _check(cfg, extractors)
+    t0 = time.monotonic()
+    protocol = resolve_protocol(cfg)
+    sets, problems = embed_sources(cfg, protocol, extractors)
+    embed_s = time.monotonic() - t0
+    task = build_task(cfg, protocol, sets)
+    skipped = sorted(s for e in sets.values() for s in e.skipped)
+    rows = []
+    for name, spec in extractors.items():
+        x = task_features(task, sets, name)
+        for r in run_classifiers(cfg, task, x):
+            rows.append({"extractor": name, "source": spec, "dim": int(x.shape[1]), **r,
+                         "skipped": len(skipped) + len(task.unlabelled)})
+            print(f"evaluation: {name:>18} {r['classifier']:>6}  mAP {r['mAP']:.3f}  AUC {r['auc']:.3f}"
+                  + (f"  acc {r['accuracy']:.3f}" if r["accuracy"] is not None else ""), flush=True)
+    total = sum(e.total for e in sets.values())
+    results = {
+        "protocol": {"name": protocol, "description": task.description, "multilabel": task.multilabel,
+                     "classes": task.classes, "n_splits": len(task.splits),
+                     "splits": [s.name for s in task.splits]},
+        "clips": {"total": total, "used": len(task.rows),
+                  "skipped": [{"name": n, "status": s, "detail": d} for n, s, d in skipped],
+                  "unlabelled": task.unlabelled,
+                  "label_problems": [{"name": n, "kind": k, "detail": d} for n, k, d in problems]},
+        "extractors": dict(extractors),
+        "rows": rows,
+        "settings": to_dict(cfg.evaluation),
+        "embed_s": round(embed_s, 2), "wall_s": round(time.monotonic() - t0, 2),
+    }
+    if results["clips"]["used"] + len(skipped) + len(task.unlabelled) != total:
+        raise RuntimeError("evaluation: clip accounting does not add up")  # a bug, never data
+    if run is not None:
+        run.write_json("results.json", results)
+        run.write_text("results.md", markdown(results))
+        for r in rows:
+            run.log_metrics({"stage": "evaluate", "extractor": r["extractor"], "classifier": r["classifier"],
+                             **{k: r[k] for k in ("mAP", "auc", "d_prime", "accuracy")}})
+    return results
+
+
+# --------------------------------------------------------------------------- command line
+
+BASELINES = {"logmel-stats": "logmel", "random-init": "random"}
+
+
+def extractor_specs(encoder: str | None = None, baselines=()) -> dict[str, str]:
+    """The table's rows: the two baselines, `encoder` as 'trained', then NAME=CKPT pairs."""
+    from sslsep.evaluation.protocols import _abs
+
+    specs = dict(BASELINES)
+    if encoder:
+        specs["trained"] = _abs(encoder)
+    for text in baselines:
+        name, sep, uri = text.partition("=")
+        if not sep or not name.strip() or not uri.strip():
+            raise ValueError(f"--baseline {text!r}: expected NAME=CHECKPOINT")
+        if name.strip() in specs:
+            raise ValueError(f"--baseline {text!r}: row name {name.strip()!r} is taken")
+        specs[name.strip()] = _abs(uri.strip())
+    return specs
+
+
+def add_evaluate_args(parser):
+    """--encoder CKPT and --baseline NAME=CKPT (repeatable), beside the run contract's args."""
+    from sslsep.run import add_run_args
+
+    add_run_args(parser)
+    parser.add_argument("--encoder", help="encoder checkpoint, local or s3:// (the row 'trained')")
+    parser.add_argument("--baseline", action="append", default=[], metavar="NAME=CKPT",
+                        help="another encoder checkpoint as row NAME (repeatable)")
+    return parser
+
+
+def evaluate_command(args) -> dict:
+    """What `experiments/evaluate.py` and `sslsep evaluate` run."""
+    import hashlib
+    import json
+
+    from sslsep.run import start_run
+
+    specs = extractor_specs(args.encoder, args.baseline)
+    # the extractors are not config: put them in the default run name so runs do not collide
+    tag = hashlib.sha256(json.dumps(specs, sort_keys=True).encode()).hexdigest()[:6]
+    cfg, run = start_run(args, f"evaluate-{tag}")
+    print(f"run directory: {run.path}")
+    results = evaluate_encoders(cfg, specs, run)
+    print(f"evaluation: {results['protocol']['description']}")
+    print(f"results: {run.uri('results.md')} ({results['wall_s']:.0f} s)")
+    return results

@@ -1,0 +1,68 @@
+"""The results table: fold scores -> mean and std rows -> Markdown for people."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+METRICS = ("mAP", "auc", "d_prime", "accuracy")
+HEADERS = {"mAP": "mAP", "auc": "AUC", "d_prime": "d'", "accuracy": "accuracy"}
+
+
+def mean_std(values) -> tuple[float | None, float | None]:
+    """Mean and population std over folds, ignoring nan/None; (None, None) when nothing is left."""
+    vals = [float(v) for v in values if v is not None and not math.isnan(float(v))]
+    if not vals:
+        return None, None
+    return float(np.mean(vals)), float(np.std(vals))
+
+
+def summarise(folds: list[dict]) -> dict:
+    """Per-fold dicts (with the METRICS keys) -> {metric: mean, metric_std: std}."""
+    out = {}
+    for m in METRICS:
+        out[m], out[f"{m}_std"] = mean_std([f.get(m) for f in folds])
+    return out
+
+
+def _cell(mean, std, digits: int = 3) -> str:
+    if mean is None:
+        return "—"
+    return f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if std else "")
+
+
+def markdown(results: dict) -> str:
+    """results.json's dict -> results.md."""
+    p, clips = results["protocol"], results["clips"]
+    single = not p["multilabel"]
+    lines = ["# Shallow evaluation", "",
+             f"Protocol: {p['description']}.", "",
+             f"Splits: {p['n_splits']} ({', '.join(p['splits'])}); mean ± std (population) over them. "
+             f"Early stopping on {results['settings']['val_fraction']:.0%} of each training side's "
+             f"recording groups. Embeddings are standardised with training statistics.", "",
+             f"Clips: {clips['total']} in = {clips['used']} evaluated + {len(clips['skipped'])} skipped "
+             f"(unusable audio) + {len(clips['unlabelled'])} unlabelled.", ""]
+    cols = ["extractor", "classifier", "dim", "mAP", "AUC", "d'"] + (["accuracy"] if single else [])
+    cols += ["n train", "n eval", "skipped"]
+    lines += ["| " + " | ".join(cols) + " |", "|" + " --- |" * len(cols)]
+    for r in results["rows"]:
+        cells = [r["extractor"], r["classifier"], str(r["dim"])]
+        for m in ("mAP", "auc", "d_prime") + (("accuracy",) if single else ()):
+            cells.append(_cell(r[m], r[f"{m}_std"], 2 if m == "d_prime" else 3))
+        cells += [f"{r['n_train']:g}", f"{r['n_eval']:g}", str(r["skipped"])]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append("n train / n eval: clips per split (mean over splits); n train includes the "
+                 "early-stopping validation clips.")
+    if clips["skipped"] or clips["unlabelled"]:
+        lines += ["", "Skipped clips:", ""]
+        lines += [f"- `{s['name']}`: {s['status']}" + (f" ({s['detail']})" if s["detail"] else "")
+                  for s in clips["skipped"]]
+        lines += [f"- `{name}`: unlabelled" for name in clips["unlabelled"]]
+    if clips.get("label_problems"):
+        lines += ["", "Labels CSV rows without a usable clip:", ""]
+        lines += [f"- `{q['name']}`: {q['kind']} ({q['detail']})" for q in clips["label_problems"]]
+    lines += ["", "Extractors:", ""]
+    lines += [f"- `{name}`: {src}" for name, src in results["extractors"].items()]
+    return "\n".join(lines) + "\n"
