@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a checkout too
 
-from sslsep.evaluation.evaluate import add_evaluate_args, evaluate_command  # noqa: E402
+from sslsep.evaluation.command import add_evaluate_args, evaluate_command  # noqa: E402
 from sslsep.run import main_guard  # noqa: E402
 
 

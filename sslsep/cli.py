@@ -4,6 +4,7 @@
     sslsep data pack SRC DST [--shard-clips N]        folder of audio -> Parquet shards
     sslsep data check PATH_OR_URI                      decode everything, print the report
     sslsep config show [--config F] [--set k=v ...]    print the resolved config
+    sslsep evaluate --encoder CKPT [--baseline N=CKPT]  shallow evaluation table (experiments/evaluate.py)
 """
 
 from __future__ import annotations
@@ -60,6 +61,12 @@ def cmd_config_show(args) -> None:
     print(dump_yaml(load_config(args.config, args.overrides)), end="")
 
 
+def cmd_evaluate(args) -> None:
+    from sslsep.evaluation.command import evaluate_command
+
+    evaluate_command(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sslsep", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -94,6 +101,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = cfg.add_parser("show", help="print the resolved config")
     _config_args(p)
     p.set_defaults(fn=cmd_config_show)
+
+    from sslsep.evaluation.command import add_evaluate_args
+
+    p = sub.add_parser("evaluate", help="judge frozen encoders with shallow classifiers (results table)")
+    add_evaluate_args(p)
+    p.set_defaults(fn=cmd_evaluate)
     return parser
 
 

@@ -101,8 +101,9 @@ def evaluate_encoders(cfg: ExperimentConfig, extractors: dict[str, str], run=Non
         for r in run_classifiers(cfg, task, x):
             rows.append({"extractor": name, "source": spec, "dim": int(x.shape[1]), **r,
                          "skipped": len(skipped) + len(task.unlabelled)})
-            print(f"evaluation: {name:>18} {r['classifier']:>6}  mAP {r['mAP']:.3f}  AUC {r['auc']:.3f}"
-                  + (f"  acc {r['accuracy']:.3f}" if r["accuracy"] is not None else ""), flush=True)
+            figures = "  ".join(f"{m} {r[k]:.3f}" for m, k in (("mAP", "mAP"), ("AUC", "auc"), ("acc", "accuracy"))
+                                if r[k] is not None)
+            print(f"evaluation: {name:>18} {r['classifier']:>6}  {figures}", flush=True)
     total = sum(e.total for e in sets.values())
     results = {
         "protocol": {"name": protocol, "description": task.description, "multilabel": task.multilabel,
@@ -127,53 +128,3 @@ def evaluate_encoders(cfg: ExperimentConfig, extractors: dict[str, str], run=Non
                              **{k: r[k] for k in ("mAP", "auc", "d_prime", "accuracy")}})
     return results
 
-
-# --------------------------------------------------------------------------- command line
-
-BASELINES = {"logmel-stats": "logmel", "random-init": "random"}
-
-
-def extractor_specs(encoder: str | None = None, baselines=()) -> dict[str, str]:
-    """The table's rows: the two baselines, `encoder` as 'trained', then NAME=CKPT pairs."""
-    from sslsep.evaluation.protocols import _abs
-
-    specs = dict(BASELINES)
-    if encoder:
-        specs["trained"] = _abs(encoder)
-    for text in baselines:
-        name, sep, uri = text.partition("=")
-        if not sep or not name.strip() or not uri.strip():
-            raise ValueError(f"--baseline {text!r}: expected NAME=CHECKPOINT")
-        if name.strip() in specs:
-            raise ValueError(f"--baseline {text!r}: row name {name.strip()!r} is taken")
-        specs[name.strip()] = _abs(uri.strip())
-    return specs
-
-
-def add_evaluate_args(parser):
-    """--encoder CKPT and --baseline NAME=CKPT (repeatable), beside the run contract's args."""
-    from sslsep.run import add_run_args
-
-    add_run_args(parser)
-    parser.add_argument("--encoder", help="encoder checkpoint, local or s3:// (the row 'trained')")
-    parser.add_argument("--baseline", action="append", default=[], metavar="NAME=CKPT",
-                        help="another encoder checkpoint as row NAME (repeatable)")
-    return parser
-
-
-def evaluate_command(args) -> dict:
-    """What `experiments/evaluate.py` and `sslsep evaluate` run."""
-    import hashlib
-    import json
-
-    from sslsep.run import start_run
-
-    specs = extractor_specs(args.encoder, args.baseline)
-    # the extractors are not config: put them in the default run name so runs do not collide
-    tag = hashlib.sha256(json.dumps(specs, sort_keys=True).encode()).hexdigest()[:6]
-    cfg, run = start_run(args, f"evaluate-{tag}")
-    print(f"run directory: {run.path}")
-    results = evaluate_encoders(cfg, specs, run)
-    print(f"evaluation: {results['protocol']['description']}")
-    print(f"results: {run.uri('results.md')} ({results['wall_s']:.0f} s)")
-    return results
