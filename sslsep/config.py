@@ -203,7 +203,10 @@ class EvaluationConfig:
     weight_decay: float = _f(1e-4, min=0.0)
     batch_size: int = _f(256, min=1, help="classifier training batch (clips)")
     max_epochs: int = _f(200, min=1)
-    patience: int = _f(10, min=1, help="epochs without a lower validation loss before stopping")
+    early_stop: str = _f("score", choices=("score", "loss"),
+                         help="what the validation clips judge: score = accuracy (single-label) or mAP "
+                              "(multi-label), ties to the lower loss; loss = cross-entropy")
+    patience: int = _f(10, min=1, help="epochs without a better validation figure before stopping")
     val_fraction: float = _f(0.15, min=0.0, max=0.5,
                              help="share of the training folds' recording groups held out for early stopping")
     folds: int = _f(5, min=2, help="k of the grouped k-fold used when the data has a single fold")
