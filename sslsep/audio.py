@@ -134,6 +134,8 @@ def decode_clip(data: bytes, cfg: AudioConfig, key: str = "") -> Decoded:
         mono = resample(mono, rate, cfg.sample_rate)
         conversions.append(f"resampled from {rate} Hz")
     clip = np.ascontiguousarray(crop_or_pad(mono, cfg.num_samples, cfg.crop, key), dtype=np.float32)
+    if not np.isfinite(clip).all():  # float samples near the float32 limit overflow when mixed down
+        return Decoded(None, "non_finite", "NaN/Inf after " + (", ".join(conversions) or "decoding"), **meta)
     status = "silent" if rms_dbfs(clip) < cfg.silence_dbfs else "ok"
     return Decoded(clip, status, "; ".join(conversions), conversions=tuple(conversions), **meta)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import re
 import types
 import typing
@@ -304,7 +305,10 @@ def _coerce(value: Any, tp: Any, key: str, origin: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise bad("a number")
-        return float(value)
+        number = float(value) if isinstance(value, float) or abs(value) < 2 ** 1000 else math.inf
+        if not math.isfinite(number):  # NaN passes every range check: refuse it here
+            raise bad("a finite number")
+        return number
     if tp is str:
         if not isinstance(value, str):
             raise bad("a string")

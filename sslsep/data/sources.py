@@ -165,16 +165,64 @@ def check_shards(uris: list[str]) -> None:
             if missing:
                 raise ValueError(f"{u}: Parquet shard lacks column(s) {missing}; has {s.names}. "
                                  f"Write shards with `sslsep data pack`.")
+            wrong = _wrong_shard_types(s)
+            if wrong:
+                raise ValueError(f"{u}: Parquet shard column(s) of the wrong type: {'; '.join(wrong)}. "
+                                 f"Write shards with `sslsep data pack`.")
+
+
+def _wrong_shard_types(schema) -> list[str]:
+    """Clip columns whose Arrow type the decoder cannot use (a string `labels` column would
+    otherwise become a list of characters)."""
+    import pyarrow.types as t
+
+    def text(x):
+        return t.is_string(x) or t.is_large_string(x)
+
+    def text_list(x):
+        return (t.is_list(x) or t.is_large_list(x)) and (text(x.value_type) or t.is_null(x.value_type))
+
+    wanted = {"clip_id": ("string", text),
+              "audio_bytes": ("binary", lambda x: t.is_binary(x) or t.is_large_binary(x)),
+              "labels": ("list<string>", lambda x: t.is_null(x) or text_list(x)),
+              "fold": ("integer", lambda x: t.is_null(x) or t.is_integer(x)),
+              "group": ("string", lambda x: t.is_null(x) or text(x))}
+    return [f"{c} is {schema.field(c).type}, expected {want}" for c, (want, ok) in wanted.items()
+            if c in schema.names and not ok(schema.field(c).type)]
+
+
+def _null(v) -> bool:
+    return v is None or (isinstance(v, float) and v != v)
+
+
+def _shard_fields(batch: dict, i: int) -> tuple[str, list[str], int, str]:
+    """Row i's (clip_id, labels, fold, group). Nulls in labels/fold/group get the defaults;
+    a value of the wrong type is a ValueError naming the clip (never a list of characters)."""
+    cid, labels = batch["clip_id"][i], batch["labels"][i]
+    fold = batch["fold"][i] if "fold" in batch else None
+    group = batch["group"][i] if "group" in batch else None
+    if not isinstance(cid, str) or not cid:
+        raise ValueError(f"shard row {i}: clip_id {cid!r} is not a clip name")
+    if _null(labels):
+        labels = []
+    elif not isinstance(labels, (list, tuple, np.ndarray)):
+        raise ValueError(f"clip {cid!r}: labels {labels!r} is not a list of class names")
+    if not _null(fold) and (isinstance(fold, bool) or not isinstance(fold, (int, np.integer))):
+        raise ValueError(f"clip {cid!r}: fold {fold!r} is not an integer")
+    if not _null(group) and not isinstance(group, str):
+        raise ValueError(f"clip {cid!r}: group {group!r} is not a string")
+    return (cid, [str(x) for x in labels if not _null(x)], -1 if _null(fold) else int(fold),
+            "" if _null(group) else group)
 
 
 def _shard_batch_rows(batch: dict, audio: AudioConfig, split: str | None = None,
                       val_fraction: float = 0.0) -> list[dict]:
-    n = len(batch["clip_id"])
-    fold = batch.get("fold", [-1] * n)
-    group = batch.get("group", [""] * n)
-    return [decode_row(batch["audio_bytes"][i], str(batch["clip_id"][i]), list(batch["labels"][i]),
-                       int(fold[i]), str(group[i]), audio) for i in range(n)
-            if _in_split(str(batch["clip_id"][i]), str(group[i]), split, val_fraction)]
+    rows = []
+    for i in range(len(batch["clip_id"])):
+        cid, labels, fold, group = _shard_fields(batch, i)
+        if _in_split(cid, group, split, val_fraction):
+            rows.append(decode_row(batch["audio_bytes"][i], cid, labels, fold, group, audio))
+    return rows
 
 
 # --------------------------------------------------------------------------- synthetic
