@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import functools
 import io
+import math
 import re
 import struct
 import zlib
 from collections import Counter
 from dataclasses import dataclass, field
+from fractions import Fraction
 
 import numpy as np
 import soundfile as sf
@@ -25,6 +27,7 @@ import torchaudio
 from sslsep.config import AudioConfig
 
 SKIP_STATUSES = ("unreadable", "truncated", "empty", "non_finite")
+MIN_SOURCE_RATE, MAX_SOURCE_RATE = 1000, 1_000_000  # Hz; outside: "unreadable"
 KEEP_STATUSES = ("ok", "silent")
 
 
@@ -68,8 +71,24 @@ def resample(audio: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
     if rate_in == rate_out:
         return audio
     with torch.inference_mode():
-        out = _resampler(rate_in, rate_out)(torch.from_numpy(np.ascontiguousarray(audio)))
+        out = _resampler(*_rate_pair(rate_in, rate_out))(torch.from_numpy(np.ascontiguousarray(audio)))
     return out.numpy().astype(np.float32, copy=False)
+
+
+def _rate_pair(rate_in: int, rate_out: int, terms: int = 1000) -> tuple[int, int]:
+    """torchaudio's sinc kernel is (out/g, in/g + ...) for g = gcd(in, out): coprime rates
+    (12347 Hz -> 16000 Hz: 1.5 GB, 35 s; a corrupt header's rate: out of memory) get a
+    ratio with terms <= `terms` instead, within 2.5e-4 of the true one (length, pitch).
+    Common rates (8k, 11.025k, 22.05k, 44.1k, 48k, 96k) are exact already."""
+    g = math.gcd(rate_in, rate_out)
+    if rate_in // g <= terms and rate_out // g <= terms:
+        return rate_in, rate_out
+    ratio = Fraction(rate_out, rate_in)
+    if ratio > 1:
+        inv = (1 / ratio).limit_denominator(terms)
+        return inv.numerator, inv.denominator
+    ratio = ratio.limit_denominator(terms)
+    return ratio.denominator, ratio.numerator
 
 
 @functools.lru_cache(maxsize=32)
@@ -121,6 +140,9 @@ def decode_clip(data: bytes, cfg: AudioConfig, key: str = "") -> Decoded:
     meta = dict(source_rate=rate, source_channels=channels, source_frames=frames)
     if frames == 0:
         return Decoded(None, "empty", "no audio frames", **meta)
+    if not MIN_SOURCE_RATE <= rate <= MAX_SOURCE_RATE:  # a corrupt header, or a cost out of proportion
+        return Decoded(None, "unreadable", f"sample rate {rate} Hz outside {MIN_SOURCE_RATE}-{MAX_SOURCE_RATE} Hz",
+                       **meta)
     if _wav_truncated(data):
         return Decoded(None, "truncated", "WAV data chunk is shorter than its header says", **meta)
     if not np.isfinite(audio).all():
