@@ -72,7 +72,8 @@ def test_early_stopping_keeps_the_best_epoch():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(200, 32)).astype(np.float32)
     y = rng.integers(0, 3, 200)  # pure noise: validation loss rises once the model overfits
-    s = FitSettings(kind="mlp", hidden=256, dropout=0.0, lr=1e-2, max_epochs=200, patience=3, batch_size=32)
+    s = FitSettings(kind="mlp", hidden=256, dropout=0.0, lr=1e-2, max_epochs=200, patience=3, batch_size=32,
+                    early_stop="loss")
     model, rep = fit_classifier(x[:150], y[:150], x[150:], y[150:], 3, s)
     assert rep.epochs < 200 and rep.epochs == rep.best_epoch + 3
     assert rep.best_val_loss == min(rep.val_loss)
@@ -121,3 +122,36 @@ def test_leave_one_fold_out_and_grouped_holdout():
     assert len(grouped_holdout(["a", "a"], 0.3)[1]) == 0  # one group: nothing to hold out
     assert len(grouped_holdout(["a", "b"], 0.9)[0]) == 1  # never every group
     assert len(grouped_holdout(groups, 0.0)[1]) == 0
+
+
+def test_early_stopping_on_the_score_keeps_the_most_accurate_epoch():
+    x, y = blobs(n=200, seed=4)
+    y[150:][::3] = (y[150:][::3] + 1) % 4  # noisy validation labels: loss and accuracy disagree
+    s = FitSettings(kind="mlp", hidden=64, dropout=0.0, lr=1e-2, max_epochs=100, patience=5, batch_size=32)
+    model, rep = fit_classifier(x[:150], y[:150], x[150:], y[150:], 4, s)
+    assert rep.best_val_score == max(rep.val_score)
+    tied = [loss for loss, sc in zip(rep.val_loss, rep.val_score) if sc == rep.best_val_score]
+    assert rep.val_loss[rep.best_epoch - 1] == rep.best_val_loss == min(tied)  # ties: the lower loss
+    assert rep.epochs == rep.best_epoch + 5
+    assert accuracy(y[150:], model.predict(x[150:])) == pytest.approx(rep.best_val_score)
+    with pytest.raises(ValueError):
+        fit_classifier(x, y, None, None, 4, FitSettings(early_stop="auc"))
+
+
+def test_stratified_grouped_splits_give_every_class_to_every_side():
+    rng = np.random.default_rng(2)
+    # class 3 is rare: 3 recordings; a recording holds one class (as UrbanSound8K fsIDs do)
+    rec_class = np.r_[rng.integers(0, 3, 57), [3, 3, 3]]
+    rec_size = rng.integers(1, 15, 60)
+    groups = np.concatenate([[f"r{i}"] * n for i, n in enumerate(rec_size)])
+    labels = np.concatenate([[c] * n for c, n in zip(rec_class, rec_size)])
+    splits = grouped_kfold(groups, 3, seed=0, labels=labels)
+    for train, test in splits:
+        assert not set(groups[train]) & set(groups[test])
+        assert set(labels[train]) == {0, 1, 2, 3} and set(labels[test]) == {0, 1, 2, 3}
+    fit, val = grouped_holdout(groups, 0.2, seed=0, labels=labels)
+    assert not set(groups[fit]) & set(groups[val])
+    assert set(labels[val]) == set(labels[fit]) == {0, 1, 2, 3}
+    for c in range(3):  # each class gives about its share
+        share = np.mean(labels[val] == c) / np.mean(labels == c)
+        assert 0.5 < share < 2.0

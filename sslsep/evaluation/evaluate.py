@@ -68,7 +68,8 @@ def run_classifiers(cfg: ExperimentConfig, task: Task, x: np.ndarray) -> list[di
         folds = []
         for i, split in enumerate(task.splits):
             t0 = time.monotonic()
-            fit, val = grouped_holdout(task.groups[split.train], ev.val_fraction, seed=ev.seed + i)
+            strata = None if task.multilabel else task.label_index[split.train]
+            fit, val = grouped_holdout(task.groups[split.train], ev.val_fraction, ev.seed + i, strata)
             fit, val = split.train[fit], split.train[val]
             settings = FitSettings.from_config(ev, kind, task.multilabel, seed=ev.seed + i)
             model, rep = fit_classifier(x[fit], y[fit], x[val], y[val], len(task.classes), settings)
@@ -78,6 +79,7 @@ def run_classifiers(cfg: ExperimentConfig, task: Task, x: np.ndarray) -> list[di
                           "n_val": len(val), "n_eval": len(split.test),
                           **score_all(task.targets[split.test], scores, labels),
                           "epochs": rep.epochs, "best_epoch": rep.best_epoch,
+                          "val_score": rep.best_val_score,
                           "fit_s": round(time.monotonic() - t0, 3)})
         out.append({"classifier": kind, **summarise(folds),
                     "n_train": float(np.mean([f["n_train"] for f in folds])),

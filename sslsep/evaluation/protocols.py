@@ -10,7 +10,8 @@
   multi-label. One split.
 
 Within every training side a validation part for early stopping is carved by recording group
-(``evaluation.val_fraction``). Kept clips with no label are counted as ``unlabelled`` skips.
+(``evaluation.val_fraction``); single-label splits are also stratified by class. Kept clips
+with no label are counted as ``unlabelled`` skips.
 """
 
 from __future__ import annotations
@@ -163,9 +164,10 @@ def build_task(cfg: ExperimentConfig, protocol: str, sets: dict[str, EmbeddedSet
         desc = f"leave-one-fold-out over {len(splits)} folds"
     else:
         splits = [Split(f"group-fold {i + 1}", tr, te)
-                  for i, (tr, te) in enumerate(grouped_kfold(groups, ev.folds, ev.seed))]
+                  for i, (tr, te) in enumerate(grouped_kfold(groups, ev.folds, ev.seed, label_index))]
+        strat = "" if multilabel else ", stratified by class"
         desc = (f"grouped {len(splits)}-fold cross-validation over {len(set(groups.tolist()))} recording "
-                f"groups (no recording on both sides; the data has a single fold)")
+                f"groups{strat} (no recording on both sides; the data has a single fold)")
     if protocol == "folds":
         kind = "multi-label" if multilabel else "single-label"
         desc = f"{Path(cfg.data.path).name or cfg.data.path}, {kind} ({len(classes)} classes): {desc}"
