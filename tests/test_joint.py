@@ -26,7 +26,11 @@ def test_joint_on_a_folder_accounts_for_every_clip_and_resumes(tmp_path, bad_fol
     out = tmp_path / "run"
     tiny = ["--set", "audio.clip_seconds=1.0", "--set", "separation.steps=2", "--set", "separation.val_clips=4",
             "--set", "separation.batch_clips=2", "--set", "separation.checkpoint_steps=[1]",
-            "--set", "separation.val_fraction=0.5", "--set", "separation.use_ray=false"]
+            "--set", "separation.val_fraction=0.5", "--set", "separation.use_ray=false",
+            "--set", "augment.crop_seconds=0.5", "--set", "augment.batch_size=4", "--set", "pretrain.steps=2",
+            "--set", "pretrain.batch_clips=4", "--set", "pretrain.log_every=1", "--set", "pretrain.use_ray=false",
+            "--set", "joint.controls=[mixture-only]", "--set", "evaluation.classifiers=[linear]",
+            "--set", "evaluation.folds=2", "--set", "evaluation.max_epochs=3"]
     res = joint("--data", str(root), *tiny, "--out", str(out))
     assert res.returncode == 0, res.stderr[-3000:]
     cfg = yaml.safe_load((out / "config.yaml").read_text())
@@ -38,7 +42,12 @@ def test_joint_on_a_folder_accounts_for_every_clip_and_resumes(tmp_path, bad_fol
     assert {s["name"] for s in report["skipped"]} == {k for k, s in expected.items() if s not in ("ok", "silent")}
     lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert lines[0]["stage"] == "data" and lines[0]["clips"] == len(expected)
-    assert [ln["stage"] for ln in lines[1:]] == ["separation", "separation"]
+    assert [ln["stage"] for ln in lines[1:]] == ["separation"] * 2 + ["pretrain"] * 2 + ["evaluate"] * 4
+    assert [ln["variant"] for ln in lines if ln["stage"] == "pretrain"] == ["configured", "mixture-only"]
+    results = json.loads((out / "results.json").read_text())
+    assert results["clips"]["total"] == len(expected)  # the evaluation accounts for every file too
+    assert {s["name"] for s in results["clips"]["skipped"]} == {s["name"] for s in report["skipped"]}
+    assert "verdict (linear" in (out / "verdict.txt").read_text()
     assert [e["step"] for e in json.loads((out / "registry.json").read_text())["separators"]] == [1, 2]
     again = joint("--data", str(root), *tiny, "--out", str(out))
     assert again.returncode == 0 and "data: done already" in again.stdout

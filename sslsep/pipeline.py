@@ -1,0 +1,152 @@
+"""The stages of one run, in order, each writing under the run directory and skipped when
+its output is already there (so running the same config again resumes):
+
+    data        stream every clip through Ray Data once; RUN_DIR/data_report.json
+    separation  MixIT separators at several convergence states; RUN_DIR/registry.json
+    pretrain    the configured model and each control on the same budget;
+                RUN_DIR/pretrain/<variant>/encoder.pt (Ray Train fed live by the views)
+    evaluate    shallow classifiers on frozen embeddings; RUN_DIR/results.{json,md}
+
+experiments/joint.py runs them all; the sweep runs pretrain + evaluate per trial.
+"""
+
+from __future__ import annotations
+
+import time
+
+from sslsep.audio import DecodeReport
+from sslsep.config import ExperimentConfig, with_overrides
+from sslsep.contrastive.controls import control_config, describe
+from sslsep.progress import Progress
+from sslsep.run import RunDir
+
+MAIN = "configured"  # the variant name of the configured model (not a control)
+
+
+def data_stage(cfg: ExperimentConfig, run: RunDir) -> dict:
+    """Stream the configured source through Ray Data once and account for every clip."""
+    from sslsep.data.sources import clip_dataset, folder_items, resolve_source
+
+    if run.exists("data_report.json"):
+        print(f"data: done already ({run.uri('data_report.json')})")
+        return run.read_json("data_report.json")
+    kind = resolve_source(cfg.data)
+    problems = folder_items(cfg.data)[1] if kind == "folder" else []
+    ds = clip_dataset(cfg.data, cfg.audio)
+    report = DecodeReport()
+    for problem in problems:
+        report.add_label_problem(*problem)
+    t0, seconds = time.monotonic(), 0.0
+    bar = Progress(cfg.data.synth.num_clips if kind == "synthetic" else 0, f"data ({kind})")
+    for batch in ds.iter_batches(batch_size=64, batch_format="numpy"):
+        for cid, status, detail in zip(batch["clip_id"], batch["status"], batch["detail"]):
+            report.add(str(cid), str(status), str(detail))
+        seconds += batch["audio"].shape[0] * batch["audio"].shape[1] / cfg.audio.sample_rate
+        bar.total = max(bar.total, report.total)
+        bar.update(len(batch["clip_id"]))
+    wall = time.monotonic() - t0
+    out = {"source": kind, "path": cfg.data.path, "wall_s": round(wall, 2),
+           "clips_per_s": round(report.total / wall, 2), "audio_hours": round(seconds / 3600, 3),
+           **report.to_dict()}
+    run.write_json("data_report.json", out)
+    run.log_metrics({"stage": "data", "clips": report.total, "kept": report.kept,
+                     "skipped": len(report.skipped), "clips_per_s": out["clips_per_s"]})
+    print(report.summary())
+    return out
+
+
+def separation_stage(cfg: ExperimentConfig, run: RunDir) -> str:
+    """Train (or resume, or reuse `separation.registry`); returns the registry's URI."""
+    from sslsep.separation.train import train_separators
+
+    t0 = time.monotonic()
+    reg = train_separators(cfg, run)
+    uri = cfg.separation.registry or run.uri("registry.json")
+    states = ", ".join(e["name"] for e in reg["separators"])
+    print(f"separation: {len(reg['separators'])} convergence states ({states}) in {uri} "
+          f"[{time.monotonic() - t0:.0f} s]")
+    return uri
+
+
+def variants(cfg: ExperimentConfig) -> dict[str, ExperimentConfig]:
+    """The configured model and each control of `joint.controls`, by variant name."""
+    out = {MAIN: cfg}
+    for name in cfg.joint.controls:
+        out[name] = control_config(cfg, name)
+    return out
+
+
+def _finished(sub: RunDir, steps: int) -> bool:
+    from sslsep.checkpoint import read_checkpoint
+
+    return sub.exists("encoder.pt") and read_checkpoint(sub.uri("encoder.pt"))["step"] >= steps
+
+
+def pretrain_stage(cfg: ExperimentConfig, run: RunDir, registry: str) -> dict[str, dict]:
+    """Pretrain every variant in turn (each resumes on its own); returns
+    {variant: {"encoder": uri, "label": description, "run_dir": uri}}."""
+    from sslsep.contrastive.train import pretrain
+
+    out = {}
+    todo = variants(cfg)
+    for i, (name, vcfg) in enumerate(todo.items(), 1):
+        vcfg = with_overrides(vcfg, [f"augment.registry={registry}"], origin=f"variant {name}")
+        sub = RunDir(run.uri("pretrain", name))
+        label = describe(vcfg)
+        t0 = time.monotonic()
+        if _finished(sub, vcfg.pretrain.steps):
+            print(f"pretrain [{i}/{len(todo)}] {name}: done already ({sub.uri('encoder.pt')})")
+            out[name] = {"encoder": sub.uri("encoder.pt"), "label": label, "run_dir": sub.path}
+            continue
+        print(f"pretrain [{i}/{len(todo)}] {name}: {label}, {vcfg.pretrain.steps} steps ...", flush=True)
+        uri = pretrain(vcfg, sub, registry)
+        last = next((m for m in reversed(sub.metrics()) if m.get("stage") == "pretrain"), {})
+        print(f"pretrain [{i}/{len(todo)}] {name}: step {last.get('step')} loss {last.get('total', float('nan')):.3f}"
+              f" coincidence acc {last.get('coinc_acc', float('nan')):.2f} [{time.monotonic() - t0:.0f} s]",
+              flush=True)
+        run.log_metrics({"stage": "pretrain", "variant": name, "label": label, "step": last.get("step"),
+                         "total": last.get("total"), "coinc_acc": last.get("coinc_acc"),
+                         "wall_s": round(time.monotonic() - t0, 1)})
+        out[name] = {"encoder": uri, "label": label, "run_dir": sub.path}
+    return out
+
+
+def evaluation_stage(cfg: ExperimentConfig, run: RunDir, encoders: dict[str, dict]) -> dict:
+    """Shallow evaluation of every pretrained variant beside the log-mel and random-init
+    baselines; RUN_DIR/results.{json,md}. Returns the results dict."""
+    from sslsep.evaluation import evaluate_encoders
+
+    if run.exists("results.json"):
+        print(f"evaluate: done already ({run.uri('results.json')})")
+        return run.read_json("results.json")
+    extractors = {"logmel-stats": "logmel", "random-init": "random"}
+    for name, info in encoders.items():
+        extractors[name if name != MAIN else f"{MAIN} ({info['label']})"] = info["encoder"]
+    return evaluate_encoders(cfg, extractors, run)
+
+
+def verdict(results: dict) -> str:
+    """Did separated views beat mixture-only views on the same budget? One line per
+    classifier on the protocol's headline metric (mAP for multi-label, accuracy for
+    single-label), with the spread over splits, so a tie is called a tie."""
+    metric = "mAP" if results["protocol"]["multilabel"] else "accuracy"
+    rows = {(r["extractor"], r["classifier"]): r for r in results["rows"]}
+    ours = [name for name, _ in rows if name.startswith(MAIN)]
+    if not ours or not any(name == "mixture-only" for name, _ in rows):
+        return "verdict: no mixture-only control in this run (joint.controls), nothing to compare"
+    lines = []
+    for (name, clf), r in rows.items():
+        if name != ours[0] or ("mixture-only", clf) not in rows:
+            continue
+        m = rows[("mixture-only", clf)]
+        diff = r[metric] - m[metric]
+        noise = max(r.get(f"{metric}_std") or 0.0, m.get(f"{metric}_std") or 0.0)
+        single = results["protocol"]["n_splits"] == 1
+        if abs(diff) <= max(noise, 0.01):
+            call = "no clear difference (within the spread over splits, or under 0.01)"
+        else:
+            call = "separated views BEAT mixture-only" if diff > 0 else "mixture-only views beat separated"
+        spread = "one split: no spread estimate" if single else f"spread {noise:.3f}"
+        lines.append(f"verdict ({clf}, {metric}): {name} {r[metric]:.3f} vs mixture-only {m[metric]:.3f} "
+                     f"(diff {diff:+.3f}, {spread}): {call}")
+    return "\n".join(lines)
