@@ -124,6 +124,10 @@ def rms_dbfs(audio: np.ndarray) -> float:
 
 def decode_clip(data: bytes, cfg: AudioConfig, key: str = "") -> Decoded:
     """Encoded bytes -> a mono clip of cfg.num_samples at cfg.sample_rate, or a named skip."""
+    if data is None:
+        return Decoded(None, "empty", "no audio bytes (null)")
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        return Decoded(None, "unreadable", f"expected encoded bytes, got {type(data).__name__}")
     if not data:
         return Decoded(None, "empty", "file has 0 bytes")
     try:

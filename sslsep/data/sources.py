@@ -207,7 +207,9 @@ def _shard_fields(batch: dict, i: int) -> tuple[str, list[str], int, str]:
         labels = []
     elif not isinstance(labels, (list, tuple, np.ndarray)):
         raise ValueError(f"clip {cid!r}: labels {labels!r} is not a list of class names")
-    if not _null(fold) and (isinstance(fold, bool) or not isinstance(fold, (int, np.integer))):
+    # Ray hands a nullable integer column over as float64 (nulls are NaN)
+    if not _null(fold) and (isinstance(fold, bool) or not isinstance(fold, (int, np.integer, float))
+                            or (isinstance(fold, float) and not fold.is_integer())):
         raise ValueError(f"clip {cid!r}: fold {fold!r} is not an integer")
     if not _null(group) and not isinstance(group, str):
         raise ValueError(f"clip {cid!r}: group {group!r} is not a string")
