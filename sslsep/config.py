@@ -200,14 +200,16 @@ class EvaluationConfig:
     classifiers: list[str] = _f(["linear", "mlp"], help="linear and/or mlp (one hidden layer)")
     hidden: int = _f(512, min=1, help="hidden units of the mlp classifier")
     dropout: float = _f(0.2, min=0.0, max=0.9, help="dropout before the mlp's output layer")
-    lr: float = _f(1e-3, min=0.0)
+    lr: float = _f(3e-3, min=0.0)
     weight_decay: float = _f(1e-4, min=0.0)
-    batch_size: int = _f(256, min=1, help="classifier training batch (clips)")
+    batch_size: int = _f(64, min=1, help="classifier training batch (clips)")
     max_epochs: int = _f(200, min=1)
     early_stop: str = _f("score", choices=("score", "loss"),
                          help="what the validation clips judge: score = accuracy (single-label) or mAP "
                               "(multi-label), ties to the lower loss; loss = cross-entropy")
-    patience: int = _f(10, min=1, help="epochs without a better validation figure before stopping")
+    patience: int = _f(20, min=1, help="epochs without a better validation figure before stopping")
+    refit: bool = _f(True, help="after early stopping, retrain on the whole training side (validation "
+                     "clips included) for the chosen number of epochs")
     val_fraction: float = _f(0.15, min=0.0, max=0.5,
                              help="share of the training folds' recording groups held out for early stopping")
     folds: int = _f(5, min=2, help="k of the grouped k-fold used when the data has a single fold")

@@ -40,8 +40,9 @@ def markdown(results: dict) -> str:
              f"Protocol: {p['description']}.", "",
              f"Splits: {p['n_splits']} ({', '.join(p['splits'])}); mean ± std (population) over them. "
              f"Early stopping on the validation {results['settings']['early_stop']} of "
-             f"{results['settings']['val_fraction']:.0%} of each training side's recording groups. "
-             f"Embeddings are standardised with training statistics.", "",
+             f"{results['settings']['val_fraction']:.0%} of each training side's recording groups"
+             + ("; then refit on the whole training side for that many epochs" if results["settings"]["refit"]
+                else "") + ". Embeddings are standardised with training statistics.", "",
              f"Clips: {clips['total']} in = {clips['used']} evaluated + {len(clips['skipped'])} skipped "
              f"(unusable audio) + {len(clips['unlabelled'])} unlabelled.", ""]
     cols = ["extractor", "classifier", "dim", "mAP", "AUC", "d'"] + (["accuracy"] if single else [])
