@@ -153,7 +153,8 @@ def decode_clip(data: bytes, cfg: AudioConfig, key: str = "") -> Decoded:
         bad = int((~np.isfinite(audio)).sum())
         return Decoded(None, "non_finite", f"{bad} NaN/Inf samples", **meta)
     conversions = []
-    mono = audio[:, 0] if channels == 1 else audio.mean(axis=1)  # (frames,)
+    with np.errstate(over="ignore"):  # overflow is caught below as non_finite
+        mono = audio[:, 0] if channels == 1 else audio.mean(axis=1)  # (frames,)
     if channels != 1:
         conversions.append(f"downmixed from {channels} channels")
     if rate != cfg.sample_rate:

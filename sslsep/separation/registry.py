@@ -37,7 +37,9 @@ def read_registry(uri: str) -> dict:
     if not isinstance(entries, list):
         raise ValueError(f"{uri}: registry has no 'separators' list")
     folder = _folder(uri)
-    for e in entries:
+    for i, e in enumerate(entries):
+        if not isinstance(e, dict) or not {"name", "step", "path"} <= set(e):
+            raise ValueError(f"{uri}: separator entry {i} needs name, step and path; got {e!r}")
         e["uri"] = storage.join(folder, e["path"])
         if not storage.exists(e["uri"]):
             raise FileNotFoundError(f"{uri}: separator {e['name']!r} points at missing checkpoint {e['uri']}")
