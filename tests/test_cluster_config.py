@@ -123,7 +123,8 @@ def test_gpu_preset_fits_the_cluster(cluster):
     assert cfg.separation.size == "paper" and cfg.data.path.startswith("s3://")
     gpus = sum(n["resources"]["GPU"] * n["max_workers"] for n in worker_types(cluster).values())
     cpus = sum(n["resources"]["CPU"] * n["max_workers"] for n in worker_types(cluster).values())
-    pre, aug, sep = cfg.pretrain, cfg.augment, cfg.separation
+    pre, aug, sep, ev = cfg.pretrain, cfg.augment, cfg.separation, cfg.evaluation
     assert pre.num_workers + aug.max_actors * aug.gpus_per_actor <= gpus
     assert pre.num_workers * pre.cpus_per_worker + aug.max_actors * aug.cpus_per_actor < cpus
     assert sep.num_workers <= gpus
+    assert ev.max_actors * ev.gpus_per_actor <= gpus
