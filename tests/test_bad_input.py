@@ -225,7 +225,7 @@ def test_shard_rows_with_nulls_and_broken_bytes_are_named(ray_session, tmp_path)
     ("pretrain:\n  lr: .inf\n", "key 'pretrain.lr' expects a finite number, got inf"),
     ("data:\n  synth:\n    gain_db: [.nan, 0]\n", "key 'data.synth.gain_db[0]' expects a finite number"),
     ("pretrain:\n  lr: 1" + "0" * 400 + "\n", "key 'pretrain.lr' expects a finite number"),
-])
+], ids=["nan", "inf", "nan in a list", "integer past float range"])
 def test_config_non_finite_numbers_are_refused(tmp_path, text, needle):
     """Unknown keys, wrong types and out-of-range values: tests/test_config.py."""
     p = tmp_path / "bad.yaml"

@@ -12,6 +12,9 @@ import logging
 import threading
 import time
 
+import aiohttp
+import botocore.exceptions
+import fsspec.exceptions
 import pytest
 import s3fs
 import torch
@@ -95,6 +98,29 @@ def test_outage_past_the_budget_fails_naming_the_uri_and_registers_nothing(flaky
     reg = read_registry(run.uri("registry.json"))
     assert [e["step"] for e in reg["separators"]] == [1]
     assert not direct_fs().exists("sslsep-test/faults/run/separators/step-000002.pt")
+
+
+def _wrapped() -> OSError:
+    e = OSError(5, "Input/output error")
+    e.__cause__ = ConnectionResetError()
+    return e
+
+
+@pytest.mark.parametrize("error, retried", [
+    (lambda: botocore.exceptions.EndpointConnectionError(endpoint_url="http://x"), True),
+    (lambda: botocore.exceptions.ConnectionClosedError(endpoint_url="http://x"), True),
+    (lambda: aiohttp.ServerDisconnectedError(), True),
+    (lambda: ConnectionRefusedError(111, "Connection refused"), True),
+    (lambda: fsspec.exceptions.FSTimeoutError(), True),
+    (_wrapped, True),
+    (lambda: FileNotFoundError(2, "No such file"), False),
+    (lambda: PermissionError(13, "Access denied"), False),
+    (lambda: OSError(5, "Internal error"), False),
+    (lambda: ValueError("bad"), False),
+], ids=["endpoint", "closed", "aiohttp-disconnected", "refused", "fs-timeout", "wrapped-reset", "not-found",
+        "denied", "server-error", "value"])
+def test_connection_errors_are_told_from_object_errors(error, retried):
+    assert storage.is_connection_error(error()) is retried
 
 
 def test_not_found_is_not_retried(flaky_s3, caplog):
