@@ -67,6 +67,12 @@ def cmd_evaluate(args) -> None:
     evaluate_command(args)
 
 
+def cmd_report_sweep(args) -> None:
+    from sslsep.tuning.report import write_report
+
+    print(write_report(args.run_dir))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sslsep", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -107,6 +113,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="judge frozen encoders with shallow classifiers (results table)")
     add_evaluate_args(p)
     p.set_defaults(fn=cmd_evaluate)
+
+    rep = sub.add_parser("report", help="dashboards").add_subparsers(dest="cmd", required=True)
+    p = rep.add_parser("sweep", help="write RUN_DIR/sweep.html: one self-contained dashboard of a sweep")
+    p.add_argument("run_dir", help="the sweep's run directory (holds sweep.json)")
+    p.set_defaults(fn=cmd_report_sweep)
     return parser
 
 
