@@ -22,9 +22,13 @@ from sslsep.cluster import init_ray  # noqa: E402
 from sslsep.run import add_run_args, main_guard, start_run  # noqa: E402
 
 
+QUICK = Path(__file__).resolve().parent / "configs" / "quick.yaml"
+
+
 def main() -> None:
     parser = add_run_args(argparse.ArgumentParser(description=__doc__))
     args = parser.parse_args()
+    args.config = args.config or str(QUICK)  # no arguments: the laptop preset
     cfg, run = start_run(args, "joint")
     t0 = time.monotonic()
     print(f"run directory: {run.path}", flush=True)
