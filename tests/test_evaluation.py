@@ -89,6 +89,9 @@ def test_evaluate_script_end_to_end(tmp_path):
         assert r["n_train"] == 24 and r["n_eval"] == 12 and r["skipped"] == 0
         assert 0 < r["mAP"] <= 1 and 0 <= r["auc"] <= 1 and r["accuracy"] is None
         assert r["mAP_std"] == 0.0 and len(r["folds"]) == 1
+        fold = r["folds"][0]
+        assert fold["refit"] and 1 <= fold["best_epoch"] <= fold["epochs"] <= 15
+        assert fold["n_fit"] + fold["n_val"] == 24 and fold["n_val"] >= 0.15 * 24
     md = (tmp_path / "run" / "results.md").read_text()
     assert "Protocol: synthetic scenes, multi-label (14 classes)" in md
     assert "| extractor | classifier | dim | mAP | AUC | d' | n train | n eval | skipped |" in md

@@ -27,6 +27,7 @@ from torch import nn
 
 from sslsep.audio import KEEP_STATUSES, LogMel
 from sslsep.config import AudioConfig, ExperimentConfig, from_dict, to_dict
+from sslsep.data.sources import object_column
 
 LOGMEL, RANDOM = "logmel", "random"
 META = ("clip_id", "labels", "fold", "group", "status", "detail")
@@ -122,7 +123,9 @@ class Embedder:
     def __call__(self, batch: dict) -> dict:
         keep = np.isin(batch["status"].astype(str), KEEP_STATUSES)
         n = len(keep)
-        out = {k: batch[k] for k in META}
+        out = {k: batch[k] for k in META if k != "labels"}
+        # Ray hands list columns over as arrays of arrays; lists again keep them Arrow-typed
+        out["labels"] = object_column([[str(v) for v in x] for x in batch["labels"]])
         embedded = self.embed(batch["audio"][keep]) if keep.any() else [None] * len(self.models)
         for i, (model, emb) in enumerate(zip(self.models, embedded)):
             col = np.zeros((n, model.dim), np.float32)
