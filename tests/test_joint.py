@@ -57,3 +57,47 @@ def test_joint_on_a_folder_accounts_for_every_clip_and_resumes(tmp_path, bad_fol
 def test_joint_bad_config_fails_fast_naming_the_key(tmp_path):
     res = joint("--set", "data.synth.num_clipz=3", "--out", str(tmp_path / "x"))
     assert res.returncode == 2 and "unknown key 'data.synth.num_clipz'" in res.stderr
+
+
+def test_interrupted_job_resumes_where_it_stopped(tmp_path):
+    """Ctrl-C during pretraining on Ray Train, then the same command again: finished stages are
+    skipped and pretraining continues from its latest checkpoint instead of step 0."""
+    import os
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    args = [sys.executable, str(REPO / "experiments" / "joint.py"), "--config",
+            str(REPO / "experiments" / "configs" / "debug.yaml"), "--out", str(out),
+            "--set", "separation.steps=2", "--set", "separation.checkpoint_steps=[1]",
+            "--set", "separation.batch_clips=4", "--set", "separation.val_clips=4",
+            "--set", "separation.use_ray=false", "--set", "data.synth.num_clips=64",
+            "--set", "augment.batch_size=4", "--set", "augment.cpus_per_actor=0.5",
+            "--set", "augment.kinds=[mixture]", "--set", "pretrain.cpus_per_worker=0.5",
+            "--set", "pretrain.steps=40", "--set", "pretrain.batch_clips=4", "--set", "pretrain.log_every=2",
+            "--set", "joint.controls=[]", "--set", "joint.evaluate=false"]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    snapshot = out / "pretrain" / "configured" / "ray_train" / "pretrain" / "checkpoint_manager_snapshot.json"
+    deadline = time.monotonic() + 240
+    while proc.poll() is None and time.monotonic() < deadline and not snapshot.exists():
+        time.sleep(0.5)
+    assert proc.poll() is None, "the job finished before it could be interrupted:\n" + proc.stdout.read()[-3000:]
+    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C reaches the whole foreground group
+    try:
+        proc.wait(60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+    metrics = out / "pretrain" / "configured" / "metrics.jsonl"
+    before = [json.loads(x)["step"] for x in metrics.read_text().splitlines()] if metrics.exists() else []
+    assert not before or before[-1] < 40, "the interruption came too late to test anything"
+
+    res = subprocess.run(args, capture_output=True, text=True, timeout=400)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert "data: done already" in res.stdout
+    steps = [json.loads(x)["step"] for x in metrics.read_text().splitlines()]
+    assert steps[-1] == 40
+    resumed = steps[len(before):]
+    assert resumed and resumed[0] > 2, f"pretraining restarted from step 0: before {before}, after {resumed}"
+    assert (out / "pretrain" / "configured" / "encoder.pt").exists()
