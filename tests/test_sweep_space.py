@@ -100,3 +100,5 @@ def test_concurrency_follows_the_resources(tmp_path):
     assert concurrency(gpu, spec, {"CPU": 64, "GPU": 3}) == 2  # 1.5 GPUs per trial
     spec.max_concurrent_trials = 3
     assert concurrency(cfg, spec, {"CPU": 2}) == 3
+    with pytest.raises(ValueError, match="one trial needs 2 CPUs .* the cluster has 1"):
+        concurrency(cfg, spec, {"CPU": 1})  # would hang forever instead

@@ -42,9 +42,14 @@ def trial_cpus(cfg: ExperimentConfig) -> float:
 
 def concurrency(cfg: ExperimentConfig, spec: SweepSpec, cluster: dict) -> int:
     """max_concurrent_trials from the sweep file, else as many trials as the cluster fits."""
+    need, have = trial_cpus(cfg), cluster.get("CPU", 0)
+    if need > have + 1e-9:  # a trial that can never get its CPUs hangs instead of failing
+        raise ValueError(f"one trial needs {need:g} CPUs (pretrain.num_workers x pretrain.cpus_per_worker + "
+                         f"augment.max_actors x augment.cpus_per_actor + data.cpus_per_task) but the cluster "
+                         f"has {have:g}")
     if spec.max_concurrent_trials:
         return spec.max_concurrent_trials
-    fits = [math.floor(cluster.get("CPU", 1) / max(trial_cpus(cfg), 1e-9))]
+    fits = [math.floor(have / max(need, 1e-9))]
     gpus = cfg.pretrain.num_workers * cfg.pretrain.use_gpu + cfg.augment.max_actors * cfg.augment.gpus_per_actor
     if gpus:
         fits.append(math.floor(cluster.get("GPU", 0) / gpus))
@@ -120,7 +125,10 @@ def run_sweep(spec: SweepSpec, base: ExperimentConfig, run: RunDir, registry: st
     run.write_json("sweep.json", spec.to_dict())
     trainable = tune.with_parameters(driver, base=to_dict(base), spec=spec.to_dict(), registry=registry,
                                      root=run.path)
-    trainable = tune.with_resources(trainable, {"CPU": 0.01})  # the driver only waits; its trainer holds CPUs
+    # The driver only waits: it holds no CPU (its trainer, actors and decode tasks hold them; even
+    # 0.01 CPU would leave a 2-CPU trial one decode task short and hang it). Tune needs a non-empty
+    # bundle, so the driver reserves a little of Ray's logical `memory` resource instead.
+    trainable = tune.with_resources(trainable, {"CPU": 0, "memory": 256 * 2**20})
     fs, path = None, os.path.abspath(run.uri("tune"))
     if storage.is_remote(run.path):
         fs, path = storage.pyarrow_fs(run.uri("tune"))
