@@ -397,6 +397,16 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.split("."), value
 
 
+def _apply_overrides(cfg: ExperimentConfig, overrides: typing.Sequence[str], origin: str = "") -> None:
+    """`key.path=value` texts into `cfg`, strictly; errors name `origin` or the `--set`."""
+    for text in overrides:
+        keys, value = parse_override(text)
+        nested: Any = value
+        for k in reversed(keys):
+            nested = {k: nested}
+        _update(cfg, nested, "", origin or f"--set {text}")
+
+
 def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] = (),
                 data: str | None = None) -> ExperimentConfig:
     """Defaults <- YAML file <- `--set` overrides <- `--data` (a shortcut for data.path)."""
@@ -413,12 +423,7 @@ def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] 
             raise ConfigError(f"{origin}: not valid YAML ({e})") from None
         _update(cfg, values, "", origin)
         _validate(cfg, origin)
-    for text in overrides:
-        keys, value = parse_override(text)
-        nested: Any = value
-        for k in reversed(keys):
-            nested = {k: nested}
-        _update(cfg, nested, "", f"--set {text}")
+    _apply_overrides(cfg, overrides)
     if data is not None:
         cfg.data.path = data
         if cfg.data.source == "synthetic":
@@ -455,12 +460,7 @@ def from_dict(values: dict, origin: str = "<dict>") -> ExperimentConfig:
 def with_overrides(cfg: ExperimentConfig, overrides: typing.Sequence[str], origin: str = "") -> ExperimentConfig:
     """A copy of `cfg` with `key=value` overrides applied (strictly, as `--set` is)."""
     out = from_dict(to_dict(cfg), origin or "config")
-    for text in overrides:
-        keys, value = parse_override(text)
-        nested: Any = value
-        for k in reversed(keys):
-            nested = {k: nested}
-        _update(out, nested, "", origin or f"--set {text}")
+    _apply_overrides(out, overrides, origin)
     _validate(out, origin or "config")
     return out
 

@@ -78,16 +78,10 @@ def variants(cfg: ExperimentConfig) -> dict[str, ExperimentConfig]:
     return out
 
 
-def _finished(sub: RunDir, steps: int) -> bool:
-    from sslsep.checkpoint import read_checkpoint
-
-    return sub.exists("encoder.pt") and read_checkpoint(sub.uri("encoder.pt"))["step"] >= steps
-
-
 def pretrain_stage(cfg: ExperimentConfig, run: RunDir, registry: str) -> dict[str, dict]:
     """Pretrain every variant in turn (each resumes on its own); returns
     {variant: {"encoder": uri, "label": description, "run_dir": uri}}."""
-    from sslsep.contrastive.train import pretrain
+    from sslsep.contrastive.train import finished, pretrain
 
     out = {}
     todo = variants(cfg)
@@ -96,7 +90,7 @@ def pretrain_stage(cfg: ExperimentConfig, run: RunDir, registry: str) -> dict[st
         sub = RunDir(run.uri("pretrain", name))
         label = describe(vcfg)
         t0 = time.monotonic()
-        if _finished(sub, vcfg.pretrain.steps):
+        if finished(sub, vcfg.pretrain.steps):
             print(f"pretrain [{i}/{len(todo)}] {name}: done already ({sub.uri('encoder.pt')})")
             out[name] = {"encoder": sub.uri("encoder.pt"), "label": label, "run_dir": sub.path}
             continue

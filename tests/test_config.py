@@ -36,6 +36,10 @@ def test_hash_changes_with_config():
     ("data:\n  synth:\n    min_events: 3\n    max_events: 2\n", "'data.synth.min_events'"),
     ("seed: true\n", "key 'seed' expects an integer"),
     ("audio: [1\n", "not valid YAML"),
+    ("audio:\n  clip_seconds: .nan\n", "key 'audio.clip_seconds' expects a finite number, got nan"),
+    ("pretrain:\n  lr: .inf\n", "key 'pretrain.lr' expects a finite number, got inf"),
+    ("data:\n  synth:\n    gain_db: [.nan, 0]\n", "key 'data.synth.gain_db[0]' expects a finite number"),
+    ("pretrain:\n  lr: 1" + "0" * 400 + "\n", "key 'pretrain.lr' expects a finite number"),  # past float range
 ])
 def test_bad_file_names_key_and_file(tmp_path, text, needle):
     p = tmp_path / "bad.yaml"

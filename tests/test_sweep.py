@@ -44,7 +44,7 @@ def trials(db: Path) -> list:
         return []
     try:
         return optuna.load_study(study_name="tiny", storage=f"sqlite:///{db}").get_trials()
-    except (KeyError, Exception):  # the study may not be created yet
+    except Exception:  # the study may not be created yet (KeyError), or the file is mid-write
         return []
 
 

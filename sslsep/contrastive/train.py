@@ -166,12 +166,18 @@ def train_loop(config: dict) -> None:
             raise ValueError("no training batch: fewer usable clips than pretrain.batch_clips")
 
 
+def finished(run: RunDir, steps: int) -> bool:
+    """RUN_DIR/encoder.pt exists and has trained at least `steps` steps (written last, so its
+    presence means the run completed)."""
+    out = run.uri("encoder.pt")
+    return storage.exists(out) and read_checkpoint(out)["step"] >= steps
+
+
 def pretrain(cfg: ExperimentConfig, run: RunDir, registry: str) -> str:
     """Train (or resume, or reuse) the encoder; returns the URI of RUN_DIR/encoder.pt."""
     out = run.uri("encoder.pt")
-    if storage.exists(out):
-        if read_checkpoint(out)["step"] >= cfg.pretrain.steps:
-            return out
+    if finished(run, cfg.pretrain.steps):
+        return out
     config = {"cfg": to_dict(cfg), "run_dir": run.path, "registry": registry}
     if not cfg.pretrain.use_ray:
         train_loop({**config, "local": True})

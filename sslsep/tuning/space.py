@@ -128,7 +128,8 @@ def _param(name: str, body: Any, origin: str, earlier: dict[str, Param]) -> Para
 
 
 def _labels(p: Param) -> list:
-    return list(p.args) if isinstance(p.args, dict) else list(p.args)
+    """A choice's values (or its bundle names, for a mapping)."""
+    return list(p.args)
 
 
 def load_sweep(path: str | Path) -> SweepSpec:
