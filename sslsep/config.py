@@ -52,6 +52,14 @@ def _f(default: Any, *, min: float | None = None, max: float | None = None,
     return field(default=default, metadata=meta)
 
 
+# Shared by every training stage (sslsep.training): the loop reads them the same way.
+LR_SCHEDULES = ("constant", "cosine")
+LR_SCHEDULE_HELP = "constant, or cosine decay to 0 at `steps` (both after `warmup_steps` of linear warm-up)"
+PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISION_HELP = ("autocast dtype of the forward pass: fp32 (off), bf16 (CPU and CUDA; the GPU preset's), "
+                  "fp16 (CUDA, with a gradient scaler)")
+
+
 @dataclass
 class AudioConfig:
     """Decoding and front end: every clip becomes mono float32 at `sample_rate`."""
@@ -110,6 +118,9 @@ class SeparationConfig:
     batch_clips: int = _f(8, min=2, help="clips per worker and step; pairs make the mixtures of mixtures")
     lr: float = _f(1e-3, min=0.0)
     grad_clip: float = _f(5.0, min=0.0, help="max gradient norm; 0 = off")
+    lr_schedule: str = _f("constant", choices=LR_SCHEDULES, help=LR_SCHEDULE_HELP)
+    warmup_steps: int = _f(0, min=0, help="steps of linear learning-rate warm-up from 0")
+    precision: str = _f("fp32", choices=PRECISIONS, help=PRECISION_HELP)
     snr_max: float = _f(30.0, min=0.0, help="soft threshold of the MixIT negative SNR")
     val_every: int = _f(200, min=1, help="steps between validations and resumable checkpoints")
     val_clips: int = _f(64, min=2)
@@ -117,7 +128,7 @@ class SeparationConfig:
                              help="real data: share of recording groups (e.g. fsID) held out")
     checkpoint_steps: list[int] = _f([250, 500, 1000, 2000], min=1,
                                      help="steps kept as convergence states (and the last step)")
-    max_minutes: float = _f(0.0, min=0.0, help="wall-clock budget for training; 0 = none")
+    max_minutes: float = _f(0.0, min=0.0, help="wall-clock guard; 0 = none (steps bound the run; a cut is reported)")
     num_workers: int = _f(1, min=1)
     use_gpu: bool = _f(False)
     cpus_per_worker: float = _f(1.0, min=0.0)
@@ -173,6 +184,11 @@ class PretrainConfig:
     batch_clips: int = _f(32, min=2, help="clips per worker and step (each with augment.views_per_clip views)")
     lr: float = _f(1e-3, min=0.0)
     weight_decay: float = _f(1e-4, min=0.0)
+    grad_clip: float = _f(0.0, min=0.0, help="max gradient norm; 0 = off")
+    lr_schedule: str = _f("constant", choices=LR_SCHEDULES, help=LR_SCHEDULE_HELP)
+    warmup_steps: int = _f(0, min=0, help="steps of linear learning-rate warm-up from 0")
+    precision: str = _f("fp32", choices=PRECISIONS, help=PRECISION_HELP)
+    max_minutes: float = _f(0.0, min=0.0, help="wall-clock guard; 0 = none (steps bound the run; a cut is reported)")
     log_every: int = _f(50, min=1, help="steps between metrics lines and resumable checkpoints")
     checkpoint_steps: list[int] = _f([], min=1, help="steps kept as encoder files (and the last step)")
     num_workers: int = _f(1, min=1)
