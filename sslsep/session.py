@@ -59,7 +59,7 @@ class LocalSession:
 
 # Per-step figures exported to Prometheus (as ray_sslsep_train_*) for dashboards/grafana:
 # metric name -> keys of the loop's metrics dict (the first one present is exported).
-TRAIN_GAUGES = {"sslsep_train_steps_per_s": ("steps_per_s",), "sslsep_train_views_per_s": ("views_per_s",),
+TRAIN_GAUGES = {"sslsep_train_steps_per_s": ("steps_per_s",), "sslsep_train_samples_per_s": ("samples_per_s",),
                 "sslsep_train_data_wait_share": ("data_wait_share",),
                 "sslsep_train_loss": ("total", "train_mixit_loss")}
 
@@ -68,7 +68,7 @@ class RaySession:
     """Inside Ray Train: the "train" Dataset shard, DDP, ray.train.report/get_checkpoint."""
 
     def __init__(self, batch_size: int, columns: list[str], shuffle_buffer: int = 64,
-                 stage: str = "", run: str = ""):
+                 stage: str = "", run: str = "", seed: int | None = None):
         import ray.train
         from ray.util.metrics import Gauge
 
@@ -77,14 +77,19 @@ class RaySession:
         self.rank, self.world_size = ctx.get_world_rank(), ctx.get_world_size()
         self.shard = ray.train.get_dataset_shard("train")
         self.batch_size, self.columns, self.shuffle_buffer = batch_size, columns, shuffle_buffer
+        self.seed, self.epoch = seed, 0
         self.tags = {"stage": stage, "run": run, "rank": str(self.rank)}
         self.gauges = {keys: Gauge(name, description=f"training {keys[0]} (per reporting window)",
                                    tag_keys=("stage", "run", "rank"))
                        for name, keys in TRAIN_GAUGES.items()}
 
     def batches(self) -> Iterator[dict]:
+        # a seeded local shuffle (one seed per rank and pass) keeps a rerun's batches identical
+        seed = None if self.seed is None else (self.seed * 1009 + self.rank) * 1009 + self.epoch
+        self.epoch += 1
         for batch in self.shard.iter_torch_batches(batch_size=self.batch_size, drop_last=True,
-                                                   local_shuffle_buffer_size=self.shuffle_buffer):
+                                                   local_shuffle_buffer_size=self.shuffle_buffer,
+                                                   local_shuffle_seed=seed):
             yield {c: batch[c] for c in self.columns}
 
     def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
@@ -121,6 +126,16 @@ class RaySession:
         t = torch.tensor([float(flag)], device=device())
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return bool(t.item())
+
+
+def open_session(config: dict, local_batches: Callable[[], Iterator[dict]], *, column: str, batch_size: int,
+                 stage: str, run, seed: int, state_file: str):
+    """The session a stage's `train_loop(config)` runs in: in this process when `config["local"]`
+    (state in RUN_DIR/`state_file`), else Ray Train's (the "train" shard's `column`)."""
+    if config.get("local"):
+        return LocalSession(local_batches, run.uri(state_file))
+    return RaySession(batch_size, [column], shuffle_buffer=max(64, 4 * batch_size), stage=stage, run=run.name,
+                      seed=seed)
 
 
 def ray_run_config(storage_uri: str, name: str, max_failures: int = 3):

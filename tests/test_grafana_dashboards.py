@@ -88,7 +88,7 @@ def test_sources_define_the_metrics_the_dashboards_are_about():
     """The parser finds the service's and the training loops' metrics (guards the parser itself)."""
     assert {"sslsep_views_total", "sslsep_clips_total", "sslsep_separator_latency_s",
             "sslsep_augmenter_idle_s"} <= DEFINED.keys()
-    assert {"sslsep_train_steps_per_s", "sslsep_train_views_per_s", "sslsep_train_data_wait_share",
+    assert {"sslsep_train_steps_per_s", "sslsep_train_samples_per_s", "sslsep_train_data_wait_share",
             "sslsep_train_loss"} <= DEFINED.keys()
     assert "run" in DEFINED["sslsep_train_loss"][1]
 

@@ -31,7 +31,7 @@ def test_local_pretraining_runs_every_control(tmp_path, registry, controls):
     uri = pretrain(cfg, RunDir(str(tmp_path)), registry)
     m = lines(tmp_path)
     assert [x["step"] for x in m] == [2, 4] and m[-1]["final"] is True
-    for key in ("total", "coinc_acc", "views_per_s", "data_wait_share"):
+    for key in ("total", "coinc_acc", "samples_per_s", "steps_per_s", "data_wait_share", "lr"):
         assert np.isfinite(m[-1][key]), key
     if cfg.pretrain.w_sim == 0:
         assert m[-1]["sim"] is None  # a part with weight 0 is reported as NaN (null in JSON)

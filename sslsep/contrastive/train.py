@@ -10,8 +10,6 @@ Rank 0 writes metrics.jsonl and the encoder files (`encoders/step-XXXXXX.pt`, `e
 
 from __future__ import annotations
 
-import math
-import time
 from typing import Iterator
 
 import numpy as np
@@ -26,8 +24,8 @@ from sslsep.contrastive.losses import (BilinearSimilarity, CoincidenceHead, all_
                                        coincidence_accuracy, coincidence_loss, coincidence_pairs,
                                        joint_loss, multiview_nt_xent)
 from sslsep.run import RunDir
-from sslsep.session import LocalSession, RaySession, ray_run_config
-from sslsep.session import device as session_device
+from sslsep.session import open_session
+from sslsep.training import LoopSettings, launch, run_loop
 
 
 class PretrainModel(nn.Module):
@@ -55,6 +53,7 @@ def step_losses(model: nn.Module, views: torch.Tensor, cfg: ExperimentConfig, ge
     B, V, _ = views.shape
     idx1, idx2, target = coincidence_pairs(B, V, generator=gen, device=views.device)
     z, logits = model(views, idx1, idx2)
+    z, logits = z.float(), logits.float()  # losses in fp32 under bf16/fp16 autocast
     core = model.module if hasattr(model, "module") else model
     l_sim = l_coinc = None
     if pre.w_sim > 0:
@@ -65,12 +64,6 @@ def step_losses(model: nn.Module, views: torch.Tensor, cfg: ExperimentConfig, ge
     loss, parts = joint_loss(l_sim, l_coinc, pre.w_sim, pre.w_coinc)
     parts["coinc_acc"] = coincidence_accuracy(logits.detach(), target)
     return loss, parts
-
-
-def _mean(values: list[float]) -> float:
-    """Mean of the finite values; NaN when a part was switched off (weight 0)."""
-    finite = [v for v in values if math.isfinite(v)]
-    return float(np.mean(finite)) if finite else math.nan
 
 
 def _save_encoder_file(encoder: AudioEncoder, uri: str, step: int, metrics: dict, cfg: ExperimentConfig) -> None:
@@ -94,76 +87,44 @@ def _local_view_batches(cfg: ExperimentConfig, registry: str) -> Iterator[dict]:
             rows = []
 
 
+def contrastive_step(cfg: ExperimentConfig, gen: torch.Generator, gather=None):
+    """The stage's step function: views (B, V, T) -> joint loss and its parts (floats)."""
+
+    def step(model: nn.Module, batch: dict) -> tuple[torch.Tensor, dict]:
+        loss, parts = step_losses(model, batch["views"], cfg, gen, gather)
+        return loss, {k: float(v) for k, v in parts.items()}
+
+    return step
+
+
+def loop_settings(cfg: ExperimentConfig) -> LoopSettings:
+    return LoopSettings.of("pretrain", cfg.pretrain, report_every=cfg.pretrain.log_every)
+
+
 def train_loop(config: dict) -> None:
     """Per-worker pretraining. config = {"cfg": dict, "run_dir": str, "registry": str, "local": bool}."""
     cfg = from_dict(config["cfg"], "train_loop_config")
-    pre = cfg.pretrain
-    run = RunDir(config["run_dir"])
-    if config.get("local"):
-        session = LocalSession(lambda: _local_view_batches(cfg, config["registry"]), run.uri("pretrain_state.pt"))
-    else:
-        session = RaySession(pre.batch_clips, ["views"], shuffle_buffer=max(64, 4 * pre.batch_clips),
-                             stage="pretrain", run=run.name)
-    torch.set_num_threads(pre.torch_threads or max(1, int(pre.cpus_per_worker)))
+    pre, a, run = cfg.pretrain, cfg.audio, RunDir(config["run_dir"])
+    session = open_session(config, lambda: _local_view_batches(cfg, config["registry"]), column="views",
+                           batch_size=pre.batch_clips, stage="pretrain", run=run, seed=cfg.seed,
+                           state_file="pretrain_state.pt")
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
-    device = session_device()
-    a = cfg.audio
     encoder = build_encoder(pre.arch, embed_dim=pre.embed_dim, proj_dim=pre.proj_dim, pool=pre.pool,
                             sample_rate=a.sample_rate, n_mels=a.n_mels, win_ms=a.win_ms, hop_ms=a.hop_ms,
                             f_min=a.f_min, f_max=min(a.f_max, a.sample_rate / 2))
-    core = PretrainModel(encoder, pre.similarity)
-    optimizer = torch.optim.AdamW(core.parameters(), lr=pre.lr, weight_decay=pre.weight_decay)
-    step, elapsed_before = 0, 0.0
-    state = session.restore()
-    if state is not None:
-        core.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        step, elapsed_before = state["step"], state.get("elapsed_s", 0.0)
-    model = session.prepare(core.to(device))
+    model = PretrainModel(encoder, pre.similarity)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=pre.lr, weight_decay=pre.weight_decay)
     gather = all_gather_with_grad if pre.global_negatives and session.world_size > 1 else None
     gen = torch.Generator(device="cpu").manual_seed(cfg.seed * 1000 + session.rank)
-    keep_steps = set(pre.checkpoint_steps)
-    t_start, window, views_seen = time.monotonic(), [], 0
-    wait_s = compute_s = 0.0
-    done = step >= pre.steps
-    while not done:
-        t_wait, batches = time.monotonic(), 0
-        for batch in session.batches():
-            batches += 1
-            t0 = time.monotonic()
-            wait_s += t0 - t_wait
-            views = batch["views"].to(device)  # (B, V, crop)
-            loss, parts = step_losses(model, views, cfg, gen, gather)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            step += 1
-            views_seen += views.shape[0] * views.shape[1]
-            window.append(parts)
-            compute_s += time.monotonic() - t0
-            done = session.any_rank(step >= pre.steps)
-            if step % pre.log_every == 0 or step in keep_steps or done:
-                busy = max(wait_s + compute_s, 1e-9)
-                metrics = {"stage": "pretrain", "step": step,
-                           "elapsed_s": round(elapsed_before + time.monotonic() - t_start, 1),
-                           **{k: _mean([p[k] for p in window]) for k in window[0]},
-                           "views_per_s": round(views_seen * session.world_size / busy, 1),
-                           "steps_per_s": round(len(window) / busy, 3),
-                           "data_wait_share": round(wait_s / busy, 3), "final": done}
-                window, views_seen, wait_s, compute_s = [], 0, 0.0, 0.0
-                if session.rank == 0:
-                    if step in keep_steps or done:
-                        _save_encoder_file(core.encoder, run.uri("encoders", f"step-{step:06d}.pt"), step, metrics, cfg)
-                    if done:
-                        _save_encoder_file(core.encoder, run.uri("encoder.pt"), step, metrics, cfg)
-                    run.log_metrics(metrics)
-                session.report(metrics, {"model": core.state_dict(), "optimizer": optimizer.state_dict(),
-                                         "step": step, "elapsed_s": metrics["elapsed_s"]})
-            if done:
-                break
-            t_wait = time.monotonic()
-        if batches == 0:
-            raise ValueError("no training batch: fewer usable clips than pretrain.batch_clips")
+
+    def save(core: nn.Module, step: int, metrics: dict, done: bool) -> None:
+        _save_encoder_file(core.encoder, run.uri("encoders", f"step-{step:06d}.pt"), step, metrics, cfg)
+        if done:  # written last: its presence marks the run finished
+            _save_encoder_file(core.encoder, run.uri("encoder.pt"), step, metrics, cfg)
+
+    run_loop(session, loop_settings(cfg), model, optimizer, contrastive_step(cfg, gen, gather), run=run,
+             save=save, channels_last=True,
+             no_batch="no training batch: fewer usable clips than pretrain.batch_clips")
 
 
 def finished(run: RunDir, steps: int) -> bool:
@@ -179,22 +140,14 @@ def pretrain(cfg: ExperimentConfig, run: RunDir, registry: str) -> str:
     if finished(run, cfg.pretrain.steps):
         return out
     config = {"cfg": to_dict(cfg), "run_dir": run.path, "registry": registry}
-    if not cfg.pretrain.use_ray:
-        train_loop({**config, "local": True})
-        return out
-    import ray.train
-    from ray.train.torch import TorchTrainer
+    launch(train_loop, config, loop_settings(cfg), lambda: {"train": train_dataset(cfg, registry)}, run, "pretrain")
+    return out
 
+
+def train_dataset(cfg: ExperimentConfig, registry: str):
+    """The Ray Dataset of views (the views column only): fed live by the augmentation
+    service, or computed once and held in the object store (`pretrain.views_source`)."""
     from sslsep.views.service import view_dataset
 
-    pre = cfg.pretrain
     ds = view_dataset(cfg, registry).select_columns(["views"], num_cpus=cfg.data.cpus_per_task)
-    if pre.views_source == "precomputed":
-        ds = ds.materialize()
-    TorchTrainer(
-        train_loop, train_loop_config=config, datasets={"train": ds},
-        scaling_config=ray.train.ScalingConfig(num_workers=pre.num_workers, use_gpu=pre.use_gpu,
-                                               resources_per_worker={"CPU": pre.cpus_per_worker}),
-        run_config=ray_run_config(run.uri("ray_train"), "pretrain"),
-    ).fit()
-    return out
+    return ds.materialize() if cfg.pretrain.views_source == "precomputed" else ds

@@ -17,7 +17,6 @@ from __future__ import annotations
 import copy
 import math
 import os
-import time
 import zlib
 from typing import Iterator
 
@@ -28,13 +27,13 @@ from sslsep import storage
 from sslsep.config import ExperimentConfig, from_dict, to_dict
 from sslsep.data.sources import KEEP_STATUSES, iter_clips, resolve_source
 from sslsep.run import RunDir
-from sslsep.session import LocalSession, RaySession, ray_run_config
-from sslsep.session import device as session_device
+from sslsep.session import open_session
 from sslsep.separation.metrics import (mean_valid, multi_source_si_snri, pairwise_si_snr, si_snr,
                                        single_source_si_snr)
 from sslsep.separation.mixit import mixit_loss, mixture_of_mixtures
 from sslsep.separation.model import Separator, build_separator, save_separator
 from sslsep.separation.registry import read_registry, register, state_name
+from sslsep.training import LoopSettings, launch, run_loop
 
 VAL_SEED_OFFSET = 1_000_003  # validation scenes: a seed no training stream uses
 
@@ -147,81 +146,46 @@ def _save_state_file(model: Separator, run: RunDir, step: int, metrics: dict, cf
                     run=os.path.basename(run.path.rstrip("/")))
 
 
+def mixit_step(cfg: ExperimentConfig):
+    """The stage's step function: audio (B, T) -> 2P clips -> P mixtures of mixtures ->
+    M outputs -> MixIT loss against the P pairs."""
+    snr_max = cfg.separation.snr_max
+
+    def step(model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, dict]:
+        mom, mixtures = mixture_of_mixtures(batch["audio"])  # (P, T), (P, 2, T)
+        est = model(mom)  # (P, M, T)
+        loss = mixit_loss(est, mixtures, snr_max)[0].mean()  # lifted to fp32 inside
+        return loss, {"train_mixit_loss": float(loss.detach())}
+
+    return step
+
+
+def loop_settings(cfg: ExperimentConfig) -> LoopSettings:
+    return LoopSettings.of("separation", cfg.separation, report_every=cfg.separation.val_every)
+
+
 def train_loop(config: dict) -> None:
     """Per-worker MixIT training. config = {"cfg": resolved config dict, "run_dir": str}."""
     cfg = from_dict(config["cfg"], "train_loop_config")
-    sep = cfg.separation
-    run = RunDir(config["run_dir"])
-    if config.get("local"):
-        session = LocalSession(lambda: _local_batches(cfg), run.uri("separator_train_state.pt"))
-    else:
-        b = sep.batch_clips
-        session = RaySession(b, ["audio"], shuffle_buffer=max(64, 4 * b), stage="separation", run=run.name)
-    torch.set_num_threads(sep.torch_threads or max(1, int(sep.cpus_per_worker)))
+    sep, run = cfg.separation, RunDir(config["run_dir"])
+    session = open_session(config, lambda: _local_batches(cfg), column="audio", batch_size=sep.batch_clips,
+                           stage="separation", run=run, seed=cfg.seed, state_file="separator_train_state.pt")
     torch.manual_seed(cfg.seed + session.rank)
-    device = session_device()
-
     model = build_separator(sep.size, sample_rate=cfg.audio.sample_rate, **sep.model_overrides())
     optimizer = torch.optim.Adam(model.parameters(), lr=sep.lr)
-    step, elapsed_before = 0, 0.0
-    state = session.restore()
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        step, elapsed_before = state["step"], state.get("elapsed_s", 0.0)
-    core = model.to(device)
-    model = session.prepare(core)
-    val = validation_set(cfg) if session.rank == 0 else None
-    budget_s = sep.max_minutes * 60 or math.inf
-    stops = set(sep.checkpoint_steps)
-    t_start = time.monotonic()
-    window: list[float] = []
-    wait_s = compute_s = 0.0
-    done = step >= sep.steps
-    while not done:
-        t_wait, batches = time.monotonic(), 0
-        for batch in session.batches():
-            audio = batch["audio"]  # (B, T)
-            batches += 1
-            t0 = time.monotonic()
-            wait_s += t0 - t_wait
-            mom, mixtures = mixture_of_mixtures(audio.to(device))  # (P, T), (P, 2, T)
-            est = model(mom)  # (P, M, T)
-            loss, _ = mixit_loss(est, mixtures, sep.snr_max)  # (P,)
-            optimizer.zero_grad(set_to_none=True)
-            loss.mean().backward()
-            if sep.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), sep.grad_clip)
-            optimizer.step()
-            step += 1
-            window.append(float(loss.mean().detach()))
-            compute_s += time.monotonic() - t0
-            elapsed = elapsed_before + time.monotonic() - t_start
-            done = session.any_rank(step >= sep.steps or elapsed >= budget_s)
-            keep = step in stops or done
-            if step % sep.val_every == 0 or keep:
-                metrics = {"stage": "separation", "step": step, "elapsed_s": round(elapsed, 1),
-                           "train_mixit_loss": float(np.mean(window)),
-                           "data_wait_share": round(wait_s / max(wait_s + compute_s, 1e-9), 3),
-                           "steps_per_s": round(len(window) / max(wait_s + compute_s, 1e-9), 3)}
-                window, wait_s, compute_s = [], 0.0, 0.0
-                if keep:
-                    metrics["final"] = done
-                if done:
-                    metrics["stopped_by"] = "steps" if step >= sep.steps else "max_minutes"
-                if session.rank == 0:
-                    metrics.update(evaluate(core, val, sep.snr_max))
-                    if keep:
-                        _save_state_file(core, run, step, metrics, cfg)
-                    run.log_metrics(metrics)
-                state = {"model": core.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                         "elapsed_s": elapsed}
-                session.report(metrics, state)
-            if done:
-                break
-            t_wait = time.monotonic()
-        if batches == 0:
-            raise ValueError(f"no training batch of {sep.batch_clips} usable clips in {cfg.data.path or 'synthetic'}")
+    val: dict = {}
+
+    def validate(core: torch.nn.Module) -> dict:
+        if not val:  # rank 0 only, on its first report
+            val.update(validation_set(cfg))
+        return evaluate(core, val, sep.snr_max)
+
+    def save(core: torch.nn.Module, step: int, metrics: dict, done: bool) -> None:
+        _save_state_file(core, run, step, metrics, cfg)
+
+    run_loop(session, loop_settings(cfg), model, optimizer, mixit_step(cfg), run=run, save=save,
+             validate=validate,
+             no_batch=f"no training batch of {sep.batch_clips} usable clips in {cfg.data.path or 'synthetic'}")
 
 
 # --------------------------------------------------------------------------- driver
@@ -237,11 +201,8 @@ def train_separators(cfg: ExperimentConfig, run: RunDir) -> dict:
         last = reg["separators"][-1]["metrics"] if reg["separators"] else {}
         if last.get("final") and (last["step"] >= sep.steps or last.get("stopped_by") == "max_minutes"):
             return reg  # finished: reuse; a longer schedule resumes from the last checkpoint
-    config = {"cfg": to_dict(cfg), "run_dir": run.path}
-    if not sep.use_ray:
-        train_loop({**config, "local": True})
-    else:
-        _fit_on_ray(cfg, run, config)
+    launch(train_loop, {"cfg": to_dict(cfg), "run_dir": run.path}, loop_settings(cfg),
+           lambda: {"train": train_dataset(cfg)}, run, "separator")
     return read_registry(reg_uri)
 
 
@@ -255,10 +216,8 @@ def _decoded_gb(cfg: ExperimentConfig) -> float:
     return n * cfg.audio.num_samples * 4 / 1e9
 
 
-def _fit_on_ray(cfg: ExperimentConfig, run: RunDir, config: dict) -> None:
-    import ray.train
-    from ray.train.torch import TorchTrainer
-
+def train_dataset(cfg: ExperimentConfig):
+    """The Ray Dataset of training clips (audio column only), cached when a small real set fits."""
     from sslsep.data.sources import clip_dataset, usable
 
     sep = cfg.separation
@@ -271,9 +230,4 @@ def _fit_on_ray(cfg: ExperimentConfig, run: RunDir, config: dict) -> None:
         # a small real set would otherwise be read and decoded again every epoch, and each
         # new epoch restarts the streaming executor: seconds of idle trainer per epoch
         ds = ds.materialize()
-    trainer = TorchTrainer(
-        train_loop, train_loop_config=config, datasets={"train": ds},
-        scaling_config=ray.train.ScalingConfig(num_workers=sep.num_workers, use_gpu=sep.use_gpu,
-                                               resources_per_worker={"CPU": sep.cpus_per_worker}),
-        run_config=ray_run_config(run.uri("ray_train"), "separator"))
-    trainer.fit()
+    return ds

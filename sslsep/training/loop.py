@@ -1,0 +1,158 @@
+"""The step loop of every training stage (separation and pretraining), on any session.
+
+    restore -> prepare (DDP) -> for each batch: lr, autocast forward, (scaled) backward, clip,
+    step -> window of metrics -> every `report_every` steps: validate, save, log, report with
+    a resumable checkpoint -> all ranks stop together (steps reached or the wall-clock guard).
+
+A stage hands over its model and optimizer, `step_fn(model, batch) -> (loss, parts)`, and
+`save(core, step, metrics, done)` for the kept steps; the loop owns what both share. Ray is
+not imported here: the session (sslsep.session) is where Ray Train and "in this process" differ.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from sslsep.run import RunDir
+from sslsep.session import device as session_device
+from sslsep.training.schedule import autocast, grad_scaler, lr_factor, set_lr
+
+StepFn = Callable[[torch.nn.Module, dict], tuple[torch.Tensor, dict]]
+SaveFn = Callable[[torch.nn.Module, int, dict, bool], None]
+
+
+@dataclasses.dataclass(frozen=True)
+class LoopSettings:
+    """What the loop and the launcher read from a stage's config (SeparationConfig or
+    PretrainConfig: the same field names, so both stages are read the same way)."""
+    stage: str                         # "separation" | "pretrain": the metrics' and gauges' `stage`
+    steps: int
+    report_every: int                  # steps between metrics lines and resumable checkpoints
+    keep_steps: tuple[int, ...] = ()   # steps the stage saves for good (plus the last one)
+    lr: float = 1e-3
+    lr_schedule: str = "constant"
+    warmup_steps: int = 0
+    precision: str = "fp32"
+    grad_clip: float = 0.0
+    max_minutes: float = 0.0
+    torch_threads: int = 1
+    num_workers: int = 1
+    use_gpu: bool = False
+    cpus_per_worker: float = 1.0
+    use_ray: bool = True
+
+    @classmethod
+    def of(cls, stage: str, sc: Any, report_every: int) -> LoopSettings:
+        """From a stage config section (`cfg.separation` or `cfg.pretrain`)."""
+        return cls(stage=stage, steps=sc.steps, report_every=report_every, keep_steps=tuple(sc.checkpoint_steps),
+                   lr=sc.lr, lr_schedule=sc.lr_schedule, warmup_steps=sc.warmup_steps, precision=sc.precision,
+                   grad_clip=sc.grad_clip, max_minutes=sc.max_minutes,
+                   torch_threads=sc.torch_threads or max(1, int(sc.cpus_per_worker)),
+                   num_workers=sc.num_workers, use_gpu=sc.use_gpu, cpus_per_worker=sc.cpus_per_worker,
+                   use_ray=sc.use_ray)
+
+
+def _mean(values: list[float]) -> float:
+    """Mean of the finite values; NaN when a part was switched off (weight 0)."""
+    finite = [v for v in values if math.isfinite(v)]
+    return float(np.mean(finite)) if finite else math.nan
+
+
+class Window:
+    """The metrics of the steps since the last report, and the throughput figures both
+    stages export: steps/s, samples/s (clips, over all ranks) and the share of step time
+    spent waiting on the next batch."""
+
+    def __init__(self):
+        self.parts: list[dict] = []
+        self.samples, self.wait_s, self.compute_s = 0, 0.0, 0.0
+
+    def add(self, parts: dict, samples: int, wait_s: float, compute_s: float) -> None:
+        self.parts.append(parts)
+        self.samples += samples
+        self.wait_s += wait_s
+        self.compute_s += compute_s
+
+    def summary(self, world_size: int) -> dict:
+        busy = max(self.wait_s + self.compute_s, 1e-9)
+        out = {k: _mean([float(p[k]) for p in self.parts]) for k in self.parts[0]} if self.parts else {}
+        out.update(steps_per_s=round(len(self.parts) / busy, 3),
+                   samples_per_s=round(self.samples * world_size / busy, 1),
+                   data_wait_share=round(self.wait_s / busy, 3))
+        return out
+
+
+def _batch_size(batch: dict) -> int:
+    return int(next(iter(batch.values())).shape[0])
+
+
+def run_loop(session, s: LoopSettings, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+             step_fn: StepFn, *, run: RunDir, save: SaveFn, validate: Callable[[torch.nn.Module], dict] | None = None,
+             channels_last: bool = False, no_batch: str = "no training batch") -> None:
+    """Train `model` (unwrapped, on the CPU) to `s.steps` on `session`'s batches, resuming from
+    the session's latest state. Rank 0 validates, saves kept steps and writes metrics.jsonl."""
+    torch.set_num_threads(s.torch_threads)
+    device = session_device()
+    scaler = grad_scaler(s.precision, device)
+    step, elapsed_before = 0, 0.0
+    state = session.restore()
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        step, elapsed_before = state["step"], state.get("elapsed_s", 0.0)
+    core = model.to(device)
+    if channels_last and device.type == "cuda":  # conv encoders: NHWC kernels on tensor cores
+        core = core.to(memory_format=torch.channels_last)
+    wrapped = session.prepare(core)
+    budget_s = s.max_minutes * 60 or math.inf
+    keep_steps = set(s.keep_steps)
+    t_start, window = time.monotonic(), Window()
+    done = step >= s.steps
+    while not done:
+        t_wait, batches = time.monotonic(), 0
+        for batch in session.batches():
+            batches += 1
+            t0 = time.monotonic()
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            lr = set_lr(optimizer, s.lr, lr_factor(step, s.steps, s.warmup_steps, s.lr_schedule))
+            with autocast(s.precision, device):
+                loss, parts = step_fn(wrapped, batch)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if s.grad_clip:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(core.parameters(), s.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            step += 1
+            window.add(parts, _batch_size(batch), t0 - t_wait, time.monotonic() - t0)
+            elapsed = elapsed_before + time.monotonic() - t_start
+            done = session.any_rank(step >= s.steps or elapsed >= budget_s)
+            keep = step in keep_steps or done
+            if step % s.report_every == 0 or keep:
+                metrics = {"stage": s.stage, "step": step, "elapsed_s": round(elapsed, 1), "lr": lr,
+                           **window.summary(session.world_size), "final": done}
+                window = Window()
+                if done:
+                    metrics["stopped_by"] = "steps" if step >= s.steps else "max_minutes"
+                if session.rank == 0:
+                    if validate is not None:
+                        metrics.update(validate(core))
+                    if keep:
+                        save(core, step, metrics, done)
+                    run.log_metrics(metrics)
+                session.report(metrics, {"model": core.state_dict(), "optimizer": optimizer.state_dict(),
+                                         "scaler": scaler.state_dict(), "step": step, "elapsed_s": elapsed})
+            if done:
+                break
+            t_wait = time.monotonic()
+        if batches == 0:
+            raise ValueError(no_batch)

@@ -1,0 +1,47 @@
+"""Learning-rate schedule and mixed precision: pure helpers of the step loop (torch only)."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+
+import torch
+
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def lr_factor(step: int, total: int, warmup: int = 0, schedule: str = "constant") -> float:
+    """Multiplier of the base learning rate for optimizer step `step` (0-based) of `total`:
+    linear warm-up over `warmup` steps (from 1/warmup up to 1), then constant or a cosine
+    decay that reaches 0 at `total`. A function of the step alone, so a resumed run continues
+    the same curve with no scheduler state to save."""
+    if warmup and step < warmup:
+        return (step + 1) / warmup
+    if schedule == "constant":
+        return 1.0
+    if schedule != "cosine":
+        raise ValueError(f"lr schedule must be constant or cosine, got {schedule!r}")
+    span = max(1, total - warmup)
+    progress = min(1.0, (step - warmup) / span)
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def set_lr(optimizer: torch.optim.Optimizer, base_lr: float, factor: float) -> float:
+    lr = base_lr * factor
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    return lr
+
+
+def autocast(precision: str, device: torch.device):
+    """The forward pass's autocast context: fp32 = none; bf16 on CPU or CUDA; fp16 on CUDA."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    if precision not in DTYPES:
+        raise ValueError(f"precision must be fp32, bf16 or fp16, got {precision!r}")
+    return torch.autocast(device_type=device.type, dtype=DTYPES[precision])
+
+
+def grad_scaler(precision: str, device: torch.device) -> torch.amp.GradScaler:
+    """A loss scaler for fp16 (whose gradients underflow); disabled (a pass-through) otherwise."""
+    return torch.amp.GradScaler(device.type, enabled=precision == "fp16")
