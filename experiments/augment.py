@@ -17,7 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a checkout too
 
 from sslsep import storage  # noqa: E402
-from sslsep.cluster import init_ray  # noqa: E402
+from sslsep.cluster import check_fits, init_ray  # noqa: E402
 from sslsep.run import add_registry_arg, add_run_args, main_guard, registry_override, start_run  # noqa: E402
 from sslsep.views.service import view_dataset  # noqa: E402
 
@@ -29,6 +29,7 @@ def main() -> None:
     if not cfg.augment.registry:
         raise ValueError("no separator registry: pass --registry RUN_DIR/registry.json")
     init_ray(cfg.ray)
+    check_fits(cfg, ["augment"])
     t0 = time.monotonic()
     ds = view_dataset(cfg, cfg.augment.registry)
     out = run.uri("views")

@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a checkout too
 
 from sslsep import pipeline  # noqa: E402
-from sslsep.cluster import init_ray  # noqa: E402
+from sslsep.cluster import check_fits, init_ray  # noqa: E402
 from sslsep.run import add_run_args, main_guard, start_run  # noqa: E402
 
 
@@ -33,6 +33,7 @@ def main() -> None:
     t0 = time.monotonic()
     print(f"run directory: {run.path}", flush=True)
     init_ray(cfg.ray)
+    check_fits(cfg, ["joint"])  # every stage it will run fits the cluster, or exit 2
     pipeline.data_stage(cfg, run)
     registry = pipeline.separation_stage(cfg, run)
     encoders = pipeline.pretrain_stage(cfg, run, registry)

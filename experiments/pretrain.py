@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a checkout too
 
-from sslsep.cluster import init_ray  # noqa: E402
+from sslsep.cluster import check_fits, init_ray  # noqa: E402
 from sslsep.contrastive.train import pretrain  # noqa: E402
 from sslsep.run import add_registry_arg, add_run_args, main_guard, registry_override, start_run  # noqa: E402
 
@@ -33,6 +33,7 @@ def main() -> None:
                          "(or --set augment.kinds=[mixture] for the mixture-only control)")
     if cfg.pretrain.use_ray:
         init_ray(cfg.ray)
+        check_fits(cfg, ["pretrain"])
     print(f"encoder: {pretrain(cfg, run, cfg.augment.registry)}")
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a checkout too
 
-from sslsep.cluster import init_ray  # noqa: E402
+from sslsep.cluster import check_fits, init_ray  # noqa: E402
 from sslsep.run import add_run_args, main_guard, start_run  # noqa: E402
 from sslsep.separation.train import train_separators  # noqa: E402
 
@@ -28,6 +28,7 @@ def main() -> None:
     print(f"run directory: {run.path}")
     if cfg.separation.use_ray:
         init_ray(cfg.ray)
+        check_fits(cfg, ["separation"])
     reg = train_separators(cfg, run)
     for e in reg["separators"]:
         m = e["metrics"]

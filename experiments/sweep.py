@@ -26,7 +26,7 @@ from sslsep.config import config_hash, load_config  # noqa: E402
 from sslsep.run import add_registry_arg, add_run_args, main_guard, start_run  # noqa: E402
 from sslsep.tuning.report import write_report  # noqa: E402
 from sslsep.tuning.space import load_sweep  # noqa: E402
-from sslsep.tuning.sweep import run_sweep  # noqa: E402
+from sslsep.tuning.sweep import check_sweep_fits, run_sweep  # noqa: E402
 
 
 def main() -> None:
@@ -43,6 +43,7 @@ def main() -> None:
     print(f"sweep {spec.name}: run directory {run.path}", flush=True)
     init_ray(cfg.ray)
     registry = args.registry or cfg.augment.registry or cfg.separation.registry
+    check_sweep_fits(cfg, spec, registry)  # the separation stage and one trial fit the cluster, or exit 2
     if not registry and any(p.kind == "subsets" for p in spec.params):
         registry = pipeline.separation_stage(cfg, run)
     summary = run_sweep(spec, cfg, run, registry)

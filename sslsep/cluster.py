@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from sslsep.config import RayConfig
+from sslsep.config import ExperimentConfig, RayConfig
 
 
 def init_ray(cfg: RayConfig, **kwargs):
@@ -32,3 +32,24 @@ def init_ray(cfg: RayConfig, **kwargs):
     # our own progress lines say more per stage than Ray Data's bars, which flood job logs
     ray.data.DataContext.get_current().enable_progress_bars = cfg.progress_bars
     return ray
+
+
+def live_cluster() -> tuple[dict, list[dict]]:
+    """The running cluster: its total resources and each alive node's."""
+    import ray
+
+    return dict(ray.cluster_resources()), [dict(n.get("Resources", {})) for n in ray.nodes() if n.get("Alive")]
+
+
+def check_fits(cfg: ExperimentConfig, stages) -> None:
+    """Right after `init_ray`, before any Ray work: fail with sslsep.fit.ClusterFitError when a
+    stage of `stages` ("separation", "pretrain", "joint", ...) holds more than the cluster has
+    (or, with `ray.max_resources`, can grow to), instead of waiting forever for resources."""
+    from sslsep import fit
+
+    plan = fit.phases(cfg, stages)
+    if not plan:
+        return
+    total, nodes = live_cluster()
+    fit.check(cfg, stages, total, nodes)
+    print(f"ray: {fit.summary(plan, total, fit.max_resources(cfg))}", flush=True)

@@ -162,7 +162,8 @@ class AugmentConfig:
     batch_size: int = _f(8, min=1, help="clips per separator call")
     min_actors: int = _f(1, min=1)
     max_actors: int = _f(1, min=1)
-    cpus_per_actor: float = _f(1.0, min=0.0)
+    cpus_per_actor: float = _f(0.5, min=0.0, help="fractional, so that on 2 CPUs one pretrain worker (1) + one "
+                               "actor (0.5) + one decode task (0.5) fit (sslsep.fit)")
     gpus_per_actor: float = _f(0.0, min=0.0, max=8.0, help="fractions share a GPU between actors")
     torch_threads: int = _f(1, min=1)
     max_restarts: int = _f(-1, min=-1, help="actor restarts after a crash (-1 = unlimited)")
@@ -269,6 +270,10 @@ class RayConfig:
     num_cpus: int = _f(0, min=0, help="0 = all cores (local cluster only)")
     num_gpus: int = _f(0, min=0, help="local cluster only; >0 lets tests schedule fake GPUs")
     progress_bars: bool = _f(False, help="Ray Data's own progress bars")
+    max_resources: dict[str, float] = _f({}, help="what an autoscaling cluster can grow to, e.g. {CPU: 192, "
+                                         "GPU: 16}; {} = what is up now. Set: every stage's totals are "
+                                         "checked against it at start (a resource it leaves out counts "
+                                         "as 0) and the per-node check is skipped (sslsep.fit)")
 
 
 @dataclass

@@ -51,6 +51,11 @@ def evaluate_command(args) -> dict:
     tag = hashlib.sha256(json.dumps(specs, sort_keys=True).encode()).hexdigest()[:6]
     cfg, run = start_run(args, f"evaluate-{tag}")
     print(f"run directory: {run.path}")
+    if cfg.evaluation.use_ray:
+        from sslsep.cluster import check_fits, init_ray
+
+        init_ray(cfg.ray)
+        check_fits(cfg, ["evaluate"])  # the embedding actor pool fits the cluster, or exit 2
     results = evaluate_encoders(cfg, specs, run)
     print(f"evaluation: {results['protocol']['description']}")
     print(f"results: {run.uri('results.md')} ({results['wall_s']:.0f} s)")

@@ -21,7 +21,7 @@ import functools
 import math
 import os
 
-from sslsep import storage
+from sslsep import fit, storage
 from sslsep.config import ExperimentConfig, from_dict, to_dict, with_overrides
 from sslsep.run import RunDir
 from sslsep.separation.registry import read_registry
@@ -35,25 +35,30 @@ def trial_config(base: ExperimentConfig, spec: SweepSpec, params: dict, registry
 
 
 def trial_cpus(cfg: ExperimentConfig) -> float:
-    """CPUs one trial holds at once: training workers, augmentation actors, one decode task."""
-    return (cfg.pretrain.num_workers * cfg.pretrain.cpus_per_worker
-            + cfg.augment.max_actors * cfg.augment.cpus_per_actor + cfg.data.cpus_per_task)
+    """CPUs one trial holds at once (sslsep.fit, stage "trial"): training workers, the
+    augmentation actors the pool starts with, one decode task."""
+    return fit.need(cfg, ["trial"])["CPU"]
 
 
 def concurrency(cfg: ExperimentConfig, spec: SweepSpec, cluster: dict) -> int:
-    """max_concurrent_trials from the sweep file, else as many trials as the cluster fits."""
-    need, have = trial_cpus(cfg), cluster.get("CPU", 0)
-    if need > have + 1e-9:  # a trial that can never get its CPUs hangs instead of failing
-        raise ValueError(f"one trial needs {need:g} CPUs (pretrain.num_workers x pretrain.cpus_per_worker + "
-                         f"augment.max_actors x augment.cpus_per_actor + data.cpus_per_task) but the cluster "
-                         f"has {have:g}")
+    """max_concurrent_trials from the sweep file, else as many trials as the cluster fits
+    (`cluster`: ray.cluster_resources(), or `ray.max_resources` when set)."""
+    fit.check(cfg, ["trial"], cluster)  # a trial that can never get its resources hangs instead of failing
     if spec.max_concurrent_trials:
         return spec.max_concurrent_trials
-    fits = [math.floor(have / max(need, 1e-9))]
-    gpus = cfg.pretrain.num_workers * cfg.pretrain.use_gpu + cfg.augment.max_actors * cfg.augment.gpus_per_actor
-    if gpus:
-        fits.append(math.floor(cluster.get("GPU", 0) / gpus))
-    return max(1, min(fits))
+    need, have = fit.need(cfg, ["trial"]), fit.capacity(cfg, cluster)
+    fits = [math.floor(have[r] / need[r] + fit.EPS) for r in fit.RESOURCES if need[r] > 0]
+    return max(1, min(fits, default=1))
+
+
+def check_sweep_fits(base: ExperimentConfig, spec: SweepSpec, registry: str) -> None:
+    """Right after Ray starts: the separation stage (when the sweep trains its own separators)
+    and one trial fit the cluster, else sslsep.fit.ClusterFitError (the Tune driver holds 0 CPU)."""
+    from sslsep.cluster import check_fits
+
+    if not registry and any(p.kind == "subsets" for p in spec.params):
+        check_fits(base, ["separation"])
+    check_fits(trial_config(base, spec, {}, registry), ["trial"])
 
 
 def optuna_storage(spec: SweepSpec, run: RunDir):
