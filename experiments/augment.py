@@ -18,20 +18,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a 
 
 from sslsep import storage  # noqa: E402
 from sslsep.cluster import check_fits, init_ray  # noqa: E402
-from sslsep.run import add_registry_arg, add_run_args, main_guard, registry_override, start_run  # noqa: E402
+from sslsep.run import add_registry_arg, add_run_args, main_guard, start_run  # noqa: E402
 from sslsep.views.service import view_dataset  # noqa: E402
 
 
 def main() -> None:
     args = add_registry_arg(add_run_args(argparse.ArgumentParser(description=__doc__))).parse_args()
-    registry_override(args)
     cfg, run = start_run(args, "augment")
-    if not cfg.augment.registry:
+    if not cfg.separation.registry:
         raise ValueError("no separator registry: pass --registry RUN_DIR/registry.json")
     init_ray(cfg.ray)
     check_fits(cfg, ["augment"])
     t0 = time.monotonic()
-    ds = view_dataset(cfg, cfg.augment.registry)
+    ds = view_dataset(cfg)
     out = run.uri("views")
     if storage.is_remote(out):
         fs, path = storage.pyarrow_fs(out)

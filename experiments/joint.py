@@ -32,11 +32,12 @@ def main() -> None:
     cfg, run = start_run(args, "joint")
     t0 = time.monotonic()
     print(f"run directory: {run.path}", flush=True)
+    pipeline.variants(cfg)  # every control's config is checked before any stage runs
     init_ray(cfg.ray)
     check_fits(cfg, ["joint"])  # every stage it will run fits the cluster, or exit 2
     pipeline.data_stage(cfg, run)
-    registry = pipeline.separation_stage(cfg, run)
-    encoders = pipeline.pretrain_stage(cfg, run, registry)
+    pipeline.separation_stage(cfg, run)
+    encoders = pipeline.pretrain_stage(cfg, run)
     if cfg.joint.evaluate:
         from sslsep.evaluation.table import markdown
 

@@ -21,20 +21,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a 
 
 from sslsep.cluster import check_fits, init_ray  # noqa: E402
 from sslsep.contrastive.train import pretrain  # noqa: E402
-from sslsep.run import add_registry_arg, add_run_args, main_guard, registry_override, start_run  # noqa: E402
+from sslsep.run import add_registry_arg, add_run_args, main_guard, start_run  # noqa: E402
 
 
 def main() -> None:
     args = add_registry_arg(add_run_args(argparse.ArgumentParser(description=__doc__))).parse_args()
-    registry_override(args)
     cfg, run = start_run(args, "pretrain")
-    if not cfg.augment.registry and cfg.augment.kinds != ["mixture"]:
+    if not cfg.separation.registry and cfg.augment.kinds != ["mixture"]:
         raise ValueError("no separator registry: pass --registry RUN_DIR/registry.json "
                          "(or --set augment.kinds=[mixture] for the mixture-only control)")
     if cfg.pretrain.use_ray:
         init_ray(cfg.ray)
         check_fits(cfg, ["pretrain"])
-    print(f"encoder: {pretrain(cfg, run, cfg.augment.registry)}")
+    print(f"encoder: {pretrain(cfg, run, cfg.separation.registry)}")
 
 
 if __name__ == "__main__":

@@ -22,11 +22,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a 
 
 from sslsep import pipeline, storage  # noqa: E402
 from sslsep.cluster import init_ray  # noqa: E402
-from sslsep.config import config_hash, load_config  # noqa: E402
-from sslsep.run import add_registry_arg, add_run_args, main_guard, start_run  # noqa: E402
+from sslsep.config import config_hash, replace  # noqa: E402
+from sslsep.run import add_registry_arg, add_run_args, config_from_args, main_guard, start_run  # noqa: E402
 from sslsep.tuning.report import write_report  # noqa: E402
 from sslsep.tuning.space import load_sweep  # noqa: E402
-from sslsep.tuning.sweep import check_sweep_fits, run_sweep  # noqa: E402
+from sslsep.tuning.sweep import check_sweep_fits, check_trials, run_sweep  # noqa: E402
 
 
 def main() -> None:
@@ -36,17 +36,17 @@ def main() -> None:
     spec = load_sweep(args.sweep)
     args.config = args.config or spec.config or None
     if not args.out:
-        cfg = load_config(args.config, args.overrides, args.data)
+        cfg = config_from_args(args)
         blob = json.dumps([config_hash(cfg), spec.to_dict() | {"source": ""}], sort_keys=True)
         args.out = storage.join("runs", f"{spec.name}-sweep-{hashlib.sha256(blob.encode()).hexdigest()[:8]}")
     cfg, run = start_run(args, "sweep")
+    check_trials(cfg, spec)  # the sweep's values meet the base config before any separator trains
     print(f"sweep {spec.name}: run directory {run.path}", flush=True)
     init_ray(cfg.ray)
-    registry = args.registry or cfg.augment.registry or cfg.separation.registry
-    check_sweep_fits(cfg, spec, registry)  # the separation stage and one trial fit the cluster, or exit 2
-    if not registry and any(p.kind == "subsets" for p in spec.params):
-        registry = pipeline.separation_stage(cfg, run)
-    summary = run_sweep(spec, cfg, run, registry)
+    check_sweep_fits(cfg, spec)  # the separation stage and one trial fit the cluster, or exit 2
+    if not cfg.separation.registry and any(p.kind == "subsets" for p in spec.params):
+        cfg = replace(cfg, {"separation.registry": pipeline.separation_stage(cfg, run)}, origin="sweep")
+    summary = run_sweep(spec, cfg, run)
     print(json.dumps({k: v for k, v in summary.items() if k != "errors"}, default=str))
     for e in summary["errors"]:
         print(f"errored trial: {e}")

@@ -3,7 +3,12 @@
 All defaults live here. A config is built from (in order) the dataclass defaults, an
 optional YAML file, repeated ``--set dotted.key=value`` overrides and ``--data``.
 Loading is strict: unknown keys, wrong types and out-of-range values raise
-:class:`ConfigError` naming the key and where it came from (file or ``--set``).
+:class:`ConfigError` naming the key and where it came from (file or ``--set``), and every
+rule that relates two keys (`_validate`) is checked then, before any stage runs.
+
+``key=value`` strings exist only at the command line (and in sweep files, parsed where they
+are read). Code changes a config with values: ``replace(cfg, {"separation.registry": uri})``
+returns a new config, checked as strictly as a loaded one, with no YAML parsing of the values.
 
 Range rules sit next to each field (``metadata={"min": .., "max": .., "choices": ..}``)
 so that a reader sees the default and its limits in one place.
@@ -11,6 +16,7 @@ so that a reader sees the default and its limits in one place.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
@@ -58,6 +64,9 @@ LR_SCHEDULE_HELP = "constant, or cosine decay to 0 at `steps` (both after `warmu
 PRECISIONS = ("fp32", "bf16", "fp16")
 PRECISION_HELP = ("autocast dtype of the forward pass: fp32 (off), bf16 (CPU and CUDA; the GPU preset's), "
                   "fp16 (CUDA, with a gradient scaler)")
+
+VAL_SEED_OFFSET = 1_000_003  # synthetic data: separation validates on scenes of data.synth.seed + this
+MAX_FRAME_HOP_S = 0.05  # HEAR: the encoder's timestamp embeddings are at most 50 ms apart
 
 
 @dataclass
@@ -136,7 +145,9 @@ class SeparationConfig:
     use_ray: bool = _f(True, help="false: run the same loop in this process (world size 1)")
     cache_gb: float = _f(4.0, min=0.0, help="real data whose decoded clips fit in this many GB is decoded "
                          "once and kept in Ray's object store across epochs; 0 = stream every epoch")
-    registry: str = _f("", help="reuse this registry.json instead of training")
+    registry: str = _f("", help="registry.json of trained separators, local or s3://. Set: the separation "
+                       "stage is skipped and every stage that uses separators (views, pretraining, sweeps) "
+                       "reads it; '': the run's own RUN_DIR/registry.json, trained by the separation stage")
 
     def model_overrides(self) -> dict:
         fields = {"front_end": self.front_end, "n_sources": self.n_sources,
@@ -147,7 +158,6 @@ class SeparationConfig:
 @dataclass
 class AugmentConfig:
     """The separation augmentation service (sslsep.views): separators -> views of each clip."""
-    registry: str = _f("", help="registry.json of trained separators; '' = the run's own")
     separators: list[str] = _f([], help="names or steps from the registry; [] = all")
     kinds: list[str] = _f(["mixture", "channel", "sum"],
                           help="view kinds to draw from: mixture, channel, sum")
@@ -202,6 +212,9 @@ class PretrainConfig:
                                 "are computed once, held in memory, then trained on")
 
 
+CLASSIFIERS = ("linear", "mlp")  # sslsep.evaluation.classifiers.KINDS
+
+
 @dataclass
 class EvaluationConfig:
     """Shallow evaluation of frozen embeddings (sslsep.evaluation): linear / one-hidden-layer
@@ -214,7 +227,8 @@ class EvaluationConfig:
     pool: str = _f("encoder", choices=("encoder", "mean", "max", "meanmax"),
                    help="clip embedding from frame embeddings; encoder = the encoder's own pooling; "
                         "meanmax = mean + max (as the encoder defines it)")
-    classifiers: list[str] = _f(["linear", "mlp"], help="linear and/or mlp (one hidden layer)")
+    classifiers: list[str] = _f(["linear", "mlp"], choices=CLASSIFIERS,
+                                help="linear and/or mlp (one hidden layer)")
     hidden: int = _f(512, min=1, help="hidden units of the mlp classifier")
     dropout: float = _f(0.2, min=0.0, max=0.9, help="dropout before the mlp's output layer")
     lr: float = _f(3e-3, min=0.0)
@@ -352,6 +366,10 @@ def _check_range(value: Any, meta: dict, key: str, origin: str) -> None:
                 raise ConfigError(f"{origin}: key '{key}' must be <= {hi}, got {v!r}")
 
 
+# Keys that moved: old dotted name -> new one (a config that still uses the old name is told where).
+RENAMED = {"augment.registry": "separation.registry"}
+
+
 def _update(obj: Any, values: dict, prefix: str, origin: str) -> None:
     if not isinstance(values, dict):
         raise ConfigError(f"{origin}: key '{prefix.rstrip('.') or '<root>'}' expects a mapping, got {values!r}")
@@ -359,6 +377,8 @@ def _update(obj: Any, values: dict, prefix: str, origin: str) -> None:
     fields = {f.name: f for f in dataclasses.fields(obj)}
     for name, value in values.items():
         key = f"{prefix}{name}"
+        if key in RENAMED:
+            raise ConfigError(f"{origin}: key '{key}' moved to '{RENAMED[key]}'")
         if name not in fields:
             known = ", ".join(sorted(fields))
             raise ConfigError(f"{origin}: unknown key '{key}' (known keys here: {known})")
@@ -371,8 +391,57 @@ def _update(obj: Any, values: dict, prefix: str, origin: str) -> None:
         setattr(obj, name, value)
 
 
+def _synthetic_data(data: DataConfig) -> bool:
+    """The source is the embedded synthetic scenes (what `data.source: auto` picks without a path)."""
+    return data.source == "synthetic" or (data.source == "auto" and not data.path)
+
+
+def _eval_protocol(cfg: ExperimentConfig) -> str:
+    """The evaluation protocol as far as the config alone tells (sslsep.evaluation.protocols
+    resolves `auto` the same way, looking at the data for folds)."""
+    ev = cfg.evaluation
+    if ev.protocol != "auto":
+        return ev.protocol
+    if ev.train_csv and ev.eval_csv:
+        return "audioset"
+    return "synthetic" if _synthetic_data(cfg.data) else "folds"
+
+
 def _validate(cfg: ExperimentConfig, origin: str) -> None:
-    """Rules that span several keys."""
+    """Rules that span several keys: all of them, here, so a config that cannot run is refused
+    when it is loaded, not after a stage has spent its minutes. Rules that need the data
+    (clip counts of a folder, held-out groups) stay where the data is read."""
+    _validate_data(cfg, origin)
+    _validate_stages(cfg, origin)
+    _validate_evaluation(cfg, origin)
+
+
+def _validate_data(cfg: ExperimentConfig, origin: str) -> None:
+    d, a = cfg.data, cfg.audio
+    if d.source in ("folder", "parquet") and not d.path:
+        raise ConfigError(f"{origin}: key 'data.source' is {d.source!r} but 'data.path' is empty")
+    hop = round(a.hop_ms * a.sample_rate / 1000) / a.sample_rate
+    if hop > MAX_FRAME_HOP_S:
+        raise ConfigError(f"{origin}: key 'audio.hop_ms' ({a.hop_ms}) makes a {hop * 1000:g} ms mel hop at "
+                          f"'audio.sample_rate' {a.sample_rate}; the encoder needs at most "
+                          f"{MAX_FRAME_HOP_S * 1000:g} ms (HEAR timestamps)")
+    if a.f_min >= min(a.f_max, a.sample_rate / 2):
+        raise ConfigError(f"{origin}: key 'audio.f_min' ({a.f_min}) must be below 'audio.f_max' ({a.f_max}) "
+                          f"and half 'audio.sample_rate' ({a.sample_rate / 2:g})")
+    if not _synthetic_data(d):
+        return
+    # synthetic scenes: the clip count is known, so is whether one training batch fills
+    # (each Ray Train worker reads an equal share and drops a last partial batch)
+    for section in ("separation", "pretrain"):
+        stage = getattr(cfg, section)
+        workers = stage.num_workers if stage.use_ray else 1
+        if d.synth.num_clips < stage.batch_clips * workers:
+            per = f" x '{section}.num_workers' ({workers})" if workers > 1 else ""
+            raise ConfigError(f"{origin}: key 'data.synth.num_clips' ({d.synth.num_clips}) is below one training "
+                              f"batch, '{section}.batch_clips' ({stage.batch_clips}){per}: no training batch")
+
+
+def _validate_stages(cfg: ExperimentConfig, origin: str) -> None:
     s = cfg.data.synth
     if s.min_events > s.max_events:
         raise ConfigError(f"{origin}: key 'data.synth.min_events' ({s.min_events}) exceeds "
@@ -401,6 +470,35 @@ def _validate(cfg: ExperimentConfig, origin: str) -> None:
                           f"'augment.max_actors' ({aug.max_actors})")
     if cfg.audio.hop_ms > cfg.audio.win_ms:
         raise ConfigError(f"{origin}: key 'audio.hop_ms' ({cfg.audio.hop_ms}) exceeds 'audio.win_ms'")
+
+
+def _validate_evaluation(cfg: ExperimentConfig, origin: str) -> None:
+    ev = cfg.evaluation
+    if not ev.classifiers:
+        raise ConfigError(f"{origin}: key 'evaluation.classifiers' is empty; take one or more of {list(CLASSIFIERS)}")
+    if ev.min_actors > ev.max_actors:
+        raise ConfigError(f"{origin}: key 'evaluation.min_actors' ({ev.min_actors}) exceeds "
+                          f"'evaluation.max_actors' ({ev.max_actors})")
+    if bool(ev.train_csv) != bool(ev.eval_csv):
+        have, lack = ("train_csv", "eval_csv") if ev.train_csv else ("eval_csv", "train_csv")
+        raise ConfigError(f"{origin}: key 'evaluation.{have}' is set but 'evaluation.{lack}' is not: "
+                          f"the audioset protocol needs both")
+    protocol = _eval_protocol(cfg)
+    if protocol == "audioset":
+        if not ev.train_csv:
+            raise ConfigError(f"{origin}: key 'evaluation.protocol' is 'audioset', which needs "
+                              f"'evaluation.train_csv' and 'evaluation.eval_csv'")
+        for side in ("train", "eval"):
+            if not (getattr(ev, f"{side}_path") or cfg.data.path):
+                raise ConfigError(f"{origin}: the audioset protocol needs 'evaluation.{side}_path' or 'data.path'")
+    if protocol == "synthetic":
+        ours = {ev.synth_seed, ev.synth_seed + 1}
+        theirs = {cfg.data.synth.seed, cfg.data.synth.seed + VAL_SEED_OFFSET}
+        clash = sorted(ours & theirs)
+        if clash:
+            raise ConfigError(f"{origin}: key 'evaluation.synth_seed' ({ev.synth_seed}) makes evaluation scenes "
+                              f"from seed {clash[0]}, which pretraining uses ('data.synth.seed' "
+                              f"{cfg.data.synth.seed}, separation validation at + {VAL_SEED_OFFSET}); choose another")
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -443,28 +541,34 @@ def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] 
         except yaml.YAMLError as e:
             raise ConfigError(f"{origin}: not valid YAML ({e})") from None
         _update(cfg, values, "", origin)
-        _validate(cfg, origin)
     _apply_overrides(cfg, overrides)
     if data is not None:
         cfg.data.path = data
         if cfg.data.source == "synthetic":
             cfg.data.source = "auto"
-    _validate(cfg, "config" if path is None else str(path))
+    # cross-key rules once, on the whole config: a file may rely on --set to complete it
+    parts = ([str(path)] if path is not None else []) + (["--set"] if overrides else []) + \
+        (["--data"] if data is not None else [])
+    _validate(cfg, " + ".join(parts) or "config")
     _absolute_paths(cfg)
     return cfg
 
 
-PATH_KEYS = (("data", "path"), ("data", "labels_csv"), ("data", "class_index_csv"),
-             ("separation", "registry"), ("augment", "registry"))
+# Local paths that become absolute when a config is loaded (or a key is replaced): Ray
+# workers run in other directories.
+PATH_KEYS = ("data.path", "data.labels_csv", "data.class_index_csv", "separation.registry",
+             "evaluation.train_path", "evaluation.train_csv", "evaluation.eval_path", "evaluation.eval_csv")
 
 
-def _absolute_paths(cfg: ExperimentConfig) -> None:
-    """Local paths become absolute: Ray workers run in other directories."""
-    for section, key in PATH_KEYS:
-        obj = getattr(cfg, section)
-        value = getattr(obj, key)
+def _absolute_paths(cfg: ExperimentConfig, keys: typing.Iterable[str] = PATH_KEYS) -> None:
+    for key in keys:
+        *sections, name = key.split(".")
+        obj = cfg
+        for section in sections:
+            obj = getattr(obj, section)
+        value = getattr(obj, name)
         if value and "://" not in value and not Path(value).is_absolute():
-            setattr(obj, key, str(Path(value).resolve()))
+            setattr(obj, name, str(Path(value).resolve()))
 
 
 def to_dict(cfg: Any) -> dict:
@@ -478,12 +582,40 @@ def from_dict(values: dict, origin: str = "<dict>") -> ExperimentConfig:
     return cfg
 
 
-def with_overrides(cfg: ExperimentConfig, overrides: typing.Sequence[str], origin: str = "") -> ExperimentConfig:
-    """A copy of `cfg` with `key=value` overrides applied (strictly, as `--set` is)."""
-    out = from_dict(to_dict(cfg), origin or "config")
-    _apply_overrides(out, overrides, origin)
-    _validate(out, origin or "config")
+def _nested(key: str, value: Any, origin: str) -> dict:
+    """'a.b.c', value -> {'a': {'b': {'c': value}}}."""
+    if not isinstance(key, str) or not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"{origin}: {key!r} is not a dotted config key")
+    nested: Any = value
+    for part in reversed(key.split(".")):
+        nested = {part: nested}
+    return nested
+
+
+def _apply(cfg: ExperimentConfig, values: typing.Mapping[str, Any], origin: str) -> None:
+    if not isinstance(values, typing.Mapping):
+        raise ConfigError(f"{origin}: expected a mapping of dotted keys to values, got {values!r}")
+    for key, value in values.items():
+        _update(cfg, _nested(key, value, origin), "", origin)
+
+
+def replace(cfg: ExperimentConfig, values: typing.Mapping[str, Any], origin: str = "config") -> ExperimentConfig:
+    """A new config: `cfg` with `{dotted.key: value}` applied in order. Values are Python
+    values, checked exactly as a config file's are (types, ranges, unknown and moved keys),
+    never parsed; then every cross-key rule. Local paths among `PATH_KEYS` become absolute.
+    Errors name `origin`. `cfg` itself is left as it was."""
+    out = copy.deepcopy(cfg)
+    _apply(out, values, origin)
+    _validate(out, origin)
+    _absolute_paths(out, [p for p in PATH_KEYS if any(p == k or p.startswith(f"{k}.") for k in values)])
     return out
+
+
+def check_values(values: typing.Mapping[str, Any], origin: str) -> None:
+    """Each dotted key exists and its value has the key's type and range, on the defaults:
+    what can be checked before the config the values will meet is known (sweep files).
+    Cross-key rules need that config: `replace`."""
+    _apply(ExperimentConfig(), values, origin)
 
 
 def dump_yaml(cfg: Any) -> str:

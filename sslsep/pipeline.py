@@ -17,7 +17,7 @@ import statistics
 import time
 
 from sslsep.audio import DecodeReport
-from sslsep.config import ExperimentConfig, with_overrides
+from sslsep.config import ExperimentConfig, replace
 from sslsep.contrastive.controls import control_config, describe
 from sslsep.progress import Progress
 from sslsep.run import RunDir
@@ -57,13 +57,19 @@ def data_stage(cfg: ExperimentConfig, run: RunDir) -> dict:
     return out
 
 
+def registry_uri(cfg: ExperimentConfig, run: RunDir) -> str:
+    """The registry the run's separator-using stages read: `separation.registry`, or ('') the
+    run's own RUN_DIR/registry.json."""
+    return cfg.separation.registry or run.uri("registry.json")
+
+
 def separation_stage(cfg: ExperimentConfig, run: RunDir) -> str:
     """Train (or resume, or reuse `separation.registry`); returns the registry's URI."""
     from sslsep.separation.train import train_separators
 
     t0 = time.monotonic()
     reg = train_separators(cfg, run)
-    uri = cfg.separation.registry or run.uri("registry.json")
+    uri = registry_uri(cfg, run)
     states = ", ".join(e["name"] for e in reg["separators"])
     print(f"separation: {len(reg['separators'])} convergence states ({states}) in {uri} "
           f"[{time.monotonic() - t0:.0f} s]")
@@ -71,22 +77,25 @@ def separation_stage(cfg: ExperimentConfig, run: RunDir) -> str:
 
 
 def variants(cfg: ExperimentConfig) -> dict[str, ExperimentConfig]:
-    """The configured model and each control of `joint.controls`, by variant name."""
+    """The configured model and each control of `joint.controls`, by variant name (each one
+    checked like a loaded config: experiments/joint.py builds them before any stage runs)."""
     out = {MAIN: cfg}
     for name in cfg.joint.controls:
         out[name] = control_config(cfg, name)
     return out
 
 
-def pretrain_stage(cfg: ExperimentConfig, run: RunDir, registry: str) -> dict[str, dict]:
-    """Pretrain every variant in turn (each resumes on its own); returns
+def pretrain_stage(cfg: ExperimentConfig, run: RunDir) -> dict[str, dict]:
+    """Pretrain every variant in turn (each resumes on its own) on the separators of
+    `registry_uri` (set on each variant as `separation.registry`); returns
     {variant: {"encoder": uri, "label": description, "run_dir": uri}}."""
     from sslsep.contrastive.train import finished, pretrain
 
     out = {}
+    registry = registry_uri(cfg, run)
     todo = variants(cfg)
     for i, (name, vcfg) in enumerate(todo.items(), 1):
-        vcfg = with_overrides(vcfg, [f"augment.registry={registry}"], origin=f"variant {name}")
+        vcfg = replace(vcfg, {"separation.registry": registry}, origin=f"variant {name}")
         sub = RunDir(run.uri("pretrain", name))
         label = describe(vcfg)
         t0 = time.monotonic()
@@ -95,7 +104,7 @@ def pretrain_stage(cfg: ExperimentConfig, run: RunDir, registry: str) -> dict[st
             out[name] = {"encoder": sub.uri("encoder.pt"), "label": label, "run_dir": sub.path}
             continue
         print(f"pretrain [{i}/{len(todo)}] {name}: {label}, {vcfg.pretrain.steps} steps ...", flush=True)
-        uri = pretrain(vcfg, sub, registry)
+        uri = pretrain(vcfg, sub, vcfg.separation.registry)
         last = next((m for m in reversed(sub.metrics()) if m.get("stage") == "pretrain"), {})
         print(f"pretrain [{i}/{len(todo)}] {name}: step {last.get('step')} loss {last.get('total', float('nan')):.3f}"
               f" coincidence acc {last.get('coinc_acc', float('nan')):.2f} [{time.monotonic() - t0:.0f} s]",

@@ -1,6 +1,7 @@
 """The run contract shared by every experiment script.
 
     --config FILE.yaml   --set dotted.key=value (repeatable)   --out RUN_DIR   --data PATH_OR_URI
+    [--registry REGISTRY.json]   (scripts whose stages use separators: sets separation.registry)
 
 The run directory (local or s3://) receives the resolved ``config.yaml``, ``run.json``
 (git commit, package versions, command line), ``metrics.jsonl`` (one JSON object per
@@ -22,7 +23,7 @@ from importlib import metadata
 from pathlib import Path
 
 from sslsep import storage
-from sslsep.config import ConfigError, ExperimentConfig, dump_yaml, load_config, run_name
+from sslsep.config import ConfigError, ExperimentConfig, dump_yaml, load_config, replace, run_name
 
 PACKAGES = ("sslsep", "ray", "torch", "torchaudio", "numpy", "pyarrow", "optuna", "soundfile", "s3fs")
 
@@ -38,13 +39,18 @@ def add_run_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 def add_registry_arg(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """`--registry RUN_DIR/registry.json`: the separators a views stage uses."""
-    parser.add_argument("--registry", help="separator registry.json, local or s3:// (sets augment.registry)")
+    parser.add_argument("--registry", help="separator registry.json, local or s3:// (sets separation.registry, "
+                                           "after --config and --set)")
     return parser
 
 
-def registry_override(args: argparse.Namespace) -> None:
+def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
+    """The resolved config of the run arguments: --config <- --set <- --data <- --registry
+    (the path is a value: set as it is, never parsed)."""
+    cfg = load_config(args.config, args.overrides, args.data)
     if getattr(args, "registry", None):
-        args.overrides.append(f"augment.registry={args.registry}")
+        cfg = replace(cfg, {"separation.registry": args.registry}, origin="--registry")
+    return cfg
 
 
 def package_versions() -> dict[str, str]:
@@ -131,7 +137,7 @@ class RunDir:
 
 def start_run(args: argparse.Namespace, stage: str) -> tuple[ExperimentConfig, RunDir]:
     """Resolve the config from the run arguments and prepare the run directory."""
-    cfg = load_config(args.config, args.overrides, args.data)
+    cfg = config_from_args(args)
     out = args.out or storage.join("runs", run_name(cfg, stage))
     run = RunDir(out)
     run.write_text("config.yaml", dump_yaml(cfg))

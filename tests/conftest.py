@@ -133,6 +133,7 @@ def registry(tmp_path_factory) -> str:
 
     out = tmp_path_factory.mktemp("sep")
     cfg = load_config(None, ["audio.clip_seconds=0.5", "data.synth.num_clips=24", "separation.batch_clips=4",
+                             "pretrain.batch_clips=4",
                              "separation.val_clips=4", "separation.steps=2", "separation.checkpoint_steps=[1]",
                              "separation.use_ray=false"])
     train_separators(cfg, RunDir(str(out)))

@@ -8,18 +8,23 @@ import time
 import numpy as np
 import pytest
 
-from sslsep.config import load_config
+from sslsep.config import load_config, replace
 from sslsep.views.service import view_dataset
 
 pytestmark = pytest.mark.ray
 
 BASE = ["audio.clip_seconds=0.5", "data.synth.num_clips=24", "augment.crop_seconds=0.25",
-        "augment.views_per_clip=3", "augment.batch_size=4"]
+        "augment.views_per_clip=3", "augment.batch_size=4", "pretrain.batch_clips=4"]
+
+
+def views_config(registry, *sets):
+    """The separators are config (`separation.registry`), set as a value."""
+    return replace(load_config(None, [*BASE, *sets]), {"separation.registry": registry}, origin="test")
 
 
 def test_every_clip_becomes_one_row_of_views(ray_session, registry):
-    cfg = load_config(None, BASE)
-    rows = list(view_dataset(cfg, registry).iter_rows())
+    cfg = views_config(registry)
+    rows = list(view_dataset(cfg).iter_rows())
     ids = [r["clip_id"] for r in rows]
     assert sorted(ids) == sorted(f"synth-0-{i:08d}" for i in range(24)) and len(set(ids)) == 24
     for r in rows:
@@ -29,14 +34,14 @@ def test_every_clip_becomes_one_row_of_views(ray_session, registry):
             assert (kind == "mixture") == (sep == "" and ch == "")
             assert sep in ("", "step-000001", "step-000002")
     assert {s for r in rows for s in r["view_separator"]} >= {"step-000001", "step-000002"}
-    again = {r["clip_id"]: r for r in view_dataset(cfg, registry).iter_rows()}
+    again = {r["clip_id"]: r for r in view_dataset(cfg).iter_rows()}
     for r in rows:  # seeded by clip id: the same views on every run
         np.testing.assert_array_equal(again[r["clip_id"]]["views"], r["views"])
 
 
 def test_one_separator_and_kind_selection(ray_session, registry):
-    cfg = load_config(None, BASE + ["augment.separators=[step-000002]", "augment.kinds=[channel]"])
-    rows = list(view_dataset(cfg, registry).iter_rows())
+    cfg = views_config(registry, "augment.separators=[step-000002]", "augment.kinds=[channel]")
+    rows = list(view_dataset(cfg).iter_rows())
     assert {s for r in rows for s in r["view_separator"]} == {"step-000002"}
     assert {k for r in rows for k in r["view_kind"]} == {"channel"}
 
@@ -48,21 +53,23 @@ def test_bad_checkpoint_is_a_clear_error_at_start(ray_session, registry, tmp_pat
     folder = tmp_path / "reg"
     shutil.copytree(os.path.dirname(registry), folder)
     (folder / "separators" / "step-000001.pt").write_bytes(b"not a checkpoint")
-    cfg = load_config(None, BASE)
+    cfg = views_config(str(folder / "registry.json"))
     with pytest.raises(ValueError, match=r"separator 'step-000001' \(.*step-000001.pt\) does not load"):
-        view_dataset(cfg, str(folder / "registry.json"))
+        view_dataset(cfg)
     reg = json.loads((folder / "registry.json").read_text())
     reg["separators"][0]["path"] = "separators/gone.pt"
     (folder / "registry.json").write_text(json.dumps(reg))
     with pytest.raises(FileNotFoundError, match="points at missing checkpoint"):
-        view_dataset(cfg, str(folder / "registry.json"))
+        view_dataset(cfg)
+    with pytest.raises(ValueError, match="'separation.registry' is empty"):
+        view_dataset(load_config(None, BASE))
 
 
 def test_actor_killed_mid_stream_loses_and_duplicates_nothing(ray_session, registry):
     import ray
 
     n = 160
-    cfg = load_config(None, BASE + [f"data.synth.num_clips={n}", "augment.batch_size=2"])
+    cfg = views_config(registry, f"data.synth.num_clips={n}", "augment.batch_size=2")
     killed = []
 
     def kill_one():
@@ -77,7 +84,7 @@ def test_actor_killed_mid_stream_loses_and_duplicates_nothing(ray_session, regis
 
     ids = []
     thread = None
-    for i, batch in enumerate(view_dataset(cfg, registry).iter_batches(batch_size=2, prefetch_batches=0)):
+    for i, batch in enumerate(view_dataset(cfg).iter_batches(batch_size=2, prefetch_batches=0)):
         ids.extend(batch["clip_id"].tolist())
         time.sleep(0.02)  # a slow consumer keeps the actor mid-stream when it is killed
         if i == 1:

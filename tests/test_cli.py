@@ -74,3 +74,18 @@ def test_readme_test_command_is_what_ci_runs():
     ci = (REPO / ".ci" / "run").read_text()
     cmd = "pip install -e '.[test]' && python -m pytest -q tests"
     assert cmd in readme and cmd in ci
+
+
+@pytest.mark.parametrize("path", ["/tmp/run #1/registry.json", "/data/a: b/registry.json",
+                                  "s3://bucket/run #2: x/registry.json"])
+def test_registry_flag_sets_the_key_exactly(path):
+    """--registry is a value: a '#' is not a YAML comment, ': ' not a mapping; it is
+    separation.registry, applied after --config and --set."""
+    import argparse
+
+    from sslsep.run import add_registry_arg, add_run_args, config_from_args
+
+    parser = add_registry_arg(add_run_args(argparse.ArgumentParser()))
+    args = parser.parse_args(["--registry", path, "--set", "separation.registry=/elsewhere.json"])
+    assert config_from_args(args).separation.registry == path
+    assert config_from_args(parser.parse_args([])).separation.registry == ""

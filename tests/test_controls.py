@@ -39,3 +39,16 @@ def test_unknown_control_is_refused():
         load_config(None, ["joint.controls=[mixture-only, nope]"])
     with pytest.raises(KeyError, match="nope"):
         control_config(load_config(None, []), "nope")
+
+
+def test_controls_are_values_and_are_checked_before_any_stage():
+    from sslsep.pipeline import variants
+
+    assert all(isinstance(v, dict) and all("=" not in k for k in v) for v in CONTROL_OVERRIDES.values())
+    assert control_config(load_config(None, []), "mixture-only").augment.kinds == ["mixture"]
+    # sim-only on a config that already learns no similarity: nothing left to learn; joint.py
+    # builds every variant before its first stage, so this is refused up front
+    cfg = load_config(None, ["pretrain.w_sim=0", "joint.controls=[mixture-only, sim-only]"])
+    with pytest.raises(ConfigError, match=r"^control sim-only \(joint.controls\): keys 'pretrain.w_sim' and "
+                                          r"'pretrain.w_coinc' are both 0"):
+        variants(cfg)

@@ -145,11 +145,10 @@ def test_protocols_pick_splits_from_the_data():
 
 
 def test_synthetic_protocol_refuses_pretraining_seeds():
-    cfg = load_config(None, ["evaluation.synth_seed=5", "data.synth.seed=6"])
-    assert resolve_protocol(cfg) == "synthetic"
+    # refused when the config is loaded (sslsep.config._validate), before any stage runs
     with pytest.raises(ConfigError, match="evaluation.synth_seed"):
-        build_task(cfg, "synthetic", {"train": _set("1", [["alarm"]], [-1], ["x"]),
-                                      "eval": _set("2", [["alarm"]], [-1], ["x"])})
+        load_config(None, ["evaluation.synth_seed=5", "data.synth.seed=6"])
+    assert resolve_protocol(load_config(None, ["evaluation.synth_seed=7", "data.synth.seed=6"])) == "synthetic"
     assert extractor_specs("enc.pt", ["b=s3://x/y.pt"])["b"] == "s3://x/y.pt"
     with pytest.raises(ValueError):
         extractor_specs(None, ["random-init=x.pt"])

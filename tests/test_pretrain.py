@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from sslsep.config import load_config, to_dict
+from sslsep.config import load_config, replace, to_dict
 from sslsep.contrastive import load_encoder
 from sslsep.contrastive.train import pretrain, train_loop
 from sslsep.run import RunDir
@@ -14,6 +14,11 @@ from sslsep.run import RunDir
 BASE = ["audio.clip_seconds=0.5", "data.synth.num_clips=32", "augment.crop_seconds=0.25",
         "augment.views_per_clip=2", "augment.batch_size=4", "pretrain.batch_clips=4",
         "pretrain.log_every=2", "pretrain.steps=4", "augment.cpus_per_actor=0.5"]
+
+
+def with_registry(cfg, registry):
+    """The separators are config (`separation.registry`), set as a value."""
+    return replace(cfg, {"separation.registry": registry}, origin="test")
 
 
 def lines(path):
@@ -27,8 +32,8 @@ def lines(path):
     ["augment.kinds=[channel, sum]", "pretrain.w_sim=0", "pretrain.similarity=bilinear"],
 ])
 def test_local_pretraining_runs_every_control(tmp_path, registry, controls):
-    cfg = load_config(None, BASE + controls + ["pretrain.use_ray=false"])
-    uri = pretrain(cfg, RunDir(str(tmp_path)), registry)
+    cfg = with_registry(load_config(None, BASE + controls + ["pretrain.use_ray=false"]), registry)
+    uri = pretrain(cfg, RunDir(str(tmp_path)), cfg.separation.registry)
     m = lines(tmp_path)
     assert [x["step"] for x in m] == [2, 4] and m[-1]["final"] is True
     for key in ("total", "coinc_acc", "samples_per_s", "steps_per_s", "data_wait_share", "lr"):
@@ -54,8 +59,8 @@ def test_loss_falls_and_training_resumes(tmp_path, registry):
 
 @pytest.mark.ray
 def test_ray_train_fed_live_by_the_augmentation_service(ray_session, tmp_path, registry):
-    cfg = load_config(None, BASE + ["pretrain.checkpoint_steps=[2]"])
-    uri = pretrain(cfg, RunDir(str(tmp_path)), registry)
+    cfg = with_registry(load_config(None, BASE + ["pretrain.checkpoint_steps=[2]"]), registry)
+    uri = pretrain(cfg, RunDir(str(tmp_path)), cfg.separation.registry)
     m = lines(tmp_path)
     assert [x["step"] for x in m] == [2, 4]
     assert (tmp_path / "encoders" / "step-000002.pt").exists() and uri.endswith("encoder.pt")
@@ -67,7 +72,8 @@ def test_two_workers_ddp_with_global_negatives(ray_session, tmp_path, registry):
     """Two DDP workers, negatives gathered across workers; both stop together."""
     cfg = load_config(None, BASE + ["augment.kinds=[mixture]", "pretrain.num_workers=2",
                                     "pretrain.cpus_per_worker=0.5", "pretrain.global_negatives=true"])
-    pretrain(cfg, RunDir(str(tmp_path)), registry)
+    cfg = with_registry(cfg, registry)
+    pretrain(cfg, RunDir(str(tmp_path)), cfg.separation.registry)
     m = lines(tmp_path)
     assert [x["step"] for x in m] == [2, 4] and np.isfinite(m[-1]["total"])
 
@@ -100,7 +106,8 @@ def test_killed_training_worker_resumes_from_latest_checkpoint(ray_session, tmp_
 
     t = threading.Thread(target=kill_after_a_checkpoint)
     t.start()
-    pretrain(cfg, RunDir(str(tmp_path)), registry)
+    cfg = with_registry(cfg, registry)
+    pretrain(cfg, RunDir(str(tmp_path)), cfg.separation.registry)
     t.join()
     assert "lines" in killed, "no training worker was killed"
     steps = [x["step"] for x in lines(tmp_path)]
@@ -121,13 +128,13 @@ def test_pretraining_with_everything_on_s3(ray_session, s3_server, registry):
     reg_dir = f"{s3_server}/registries/tiny"
     fs.put(str(Path(registry).parent) + "/", reg_dir.split("://", 1)[1], recursive=True)
     run = RunDir(f"{s3_server}/runs/pretrain-s3")
-    cfg = load_config(None, BASE + ["pretrain.checkpoint_steps=[2]"])
-    uri = pretrain(cfg, run, f"{reg_dir}/registry.json")
+    cfg = with_registry(load_config(None, BASE + ["pretrain.checkpoint_steps=[2]"]), f"{reg_dir}/registry.json")
+    uri = pretrain(cfg, run, cfg.separation.registry)
     assert uri == f"{run.path}/encoder.pt"
     assert [x["step"] for x in run.metrics()] == [2, 4]
     assert storage.exists(run.uri("encoders", "step-000002.pt"))
     assert load_encoder(uri).embed(torch.randn(1, 4000)).shape == (1, 128)
     _, snap = storage.get_fs(run.uri("ray_train", "pretrain", "checkpoint_manager_snapshot.json"))
     assert fs.exists(snap)
-    assert pretrain(cfg, run, f"{reg_dir}/registry.json") == uri  # finished: reused, not retrained
+    assert pretrain(cfg, run, cfg.separation.registry) == uri  # finished: reused, not retrained
     assert len(run.metrics()) == 2

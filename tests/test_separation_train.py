@@ -14,7 +14,7 @@ from sslsep.separation.registry import read_registry, select
 from sslsep.separation.train import remix, train_loop, train_separators
 from sslsep.config import to_dict
 
-TINY = ["audio.clip_seconds=0.5", "data.synth.num_clips=16", "separation.batch_clips=4",
+TINY = ["audio.clip_seconds=0.5", "data.synth.num_clips=16", "separation.batch_clips=4", "pretrain.batch_clips=4",
         "separation.val_clips=6", "separation.val_every=2", "separation.checkpoint_steps=[2,4]",
         "separation.steps=5", "separation.use_ray=false"]
 

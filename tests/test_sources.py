@@ -11,7 +11,7 @@ pytestmark = pytest.mark.ray
 
 
 def cfg_for(path="", *sets):
-    return load_config(None, ["audio.clip_seconds=1.0", "data.synth.num_clips=12", *sets],
+    return load_config(None, ["audio.clip_seconds=1.0", "data.synth.num_clips=12", "pretrain.batch_clips=4", *sets],
                        data=path or None)
 
 

@@ -18,11 +18,21 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SWEEP = """
 name: tiny
-set: [audio.clip_seconds=0.5, data.synth.num_clips=32, augment.crop_seconds=0.25, augment.batch_size=4,
-      augment.cpus_per_actor=0.5, pretrain.batch_clips=4, pretrain.log_every=1, pretrain.cpus_per_worker=0.5,
-      evaluation.synth_train_clips=24, evaluation.synth_eval_clips=12, evaluation.max_epochs=3,
-      "evaluation.classifiers=[linear]", ray.num_cpus=2,
-      pretrain.use_ray=false]   # the sweep machinery is under test here; Ray Train pretraining has its own tests
+set:
+  audio.clip_seconds: 0.5
+  data.synth.num_clips: 32
+  augment.crop_seconds: 0.25
+  augment.batch_size: 4
+  augment.cpus_per_actor: 0.5
+  pretrain.batch_clips: 4
+  pretrain.log_every: 1
+  pretrain.cpus_per_worker: 0.5
+  evaluation.synth_train_clips: 24
+  evaluation.synth_eval_clips: 12
+  evaluation.max_epochs: 3
+  evaluation.classifiers: [linear]
+  ray.num_cpus: 2
+  pretrain.use_ray: false   # the sweep machinery is under test here; Ray Train pretraining has its own tests
 metric: mAP
 num_samples: 3
 rungs: [1, 2]
@@ -31,9 +41,9 @@ start: [{views: broken}, {views: mixture-only}]
 space:
   views:
     choice:
-      mixture-only: ["augment.kinds=[mixture]"]
-      separated: ["augment.kinds=[mixture, channel, sum]"]
-      broken: ["augment.separators=[step-999999]"]     # not in the registry: the trial errors
+      mixture-only: {augment.kinds: [mixture]}
+      separated: {augment.kinds: [mixture, channel, sum]}
+      broken: {augment.separators: [step-999999]}     # not in the registry: the trial errors
   separators: {subsets: registry, when: {views: [separated]}}
   pretrain.w_coinc: {uniform: [0.0, 1.0]}
 """

@@ -30,7 +30,7 @@ import numpy as np  # noqa: E402
 import psutil  # noqa: E402
 import torch  # noqa: E402
 
-from sslsep.config import load_config, to_dict  # noqa: E402
+from sslsep.config import load_config, replace, to_dict  # noqa: E402
 from sslsep.data.sources import iter_clips  # noqa: E402
 from sslsep.views.service import SeparationAugmenter, view_dataset  # noqa: E402
 
@@ -103,21 +103,23 @@ def main() -> None:
     bare = len(clips) * args.views / (time.perf_counter() - t0)
 
     def pool(actors: int) -> float:
-        c = load_config(None, sets + [f"augment.min_actors={actors}", f"augment.max_actors={actors}"])
+        c = replace(load_config(None, sets + [f"augment.min_actors={actors}", f"augment.max_actors={actors}"]),
+                    {"separation.registry": registry}, origin="benchmark")
         source = ray.data.from_items(clips, override_num_blocks=len(batches)).materialize()
-        view_dataset(c, registry, source).materialize()  # warm-up: actor start, model load
+        view_dataset(c, clips=source).materialize()  # warm-up: actor start, model load
         t = time.perf_counter()
-        n = sum(len(b["clip_id"]) for b in view_dataset(c, registry, source).iter_batches(batch_size=args.batch))
+        n = sum(len(b["clip_id"]) for b in view_dataset(c, clips=source).iter_batches(batch_size=args.batch))
         assert n == len(clips)
         return n * args.views / (time.perf_counter() - t)
 
     one, two = pool(1), pool(2)
 
     def streamed_peak(n: int) -> dict:
-        c = load_config(None, sets + [f"data.synth.num_clips={n}"])
+        c = replace(load_config(None, sets + [f"data.synth.num_clips={n}"]), {"separation.registry": registry},
+                    origin="benchmark")
         with PeakRSS() as rss:
             t = time.perf_counter()
-            count = sum(len(b["clip_id"]) for b in view_dataset(c, registry).iter_batches(batch_size=64))
+            count = sum(len(b["clip_id"]) for b in view_dataset(c).iter_batches(batch_size=64))
             wall = time.perf_counter() - t
         assert count == n
         return {"clips": n, "driver_peak_mb": round(rss.driver / 2**20), "workers_peak_mb": round(rss.workers / 2**20),

@@ -24,7 +24,7 @@ sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
 
-from sslsep.config import load_config  # noqa: E402
+from sslsep.config import load_config, replace  # noqa: E402
 from sslsep.contrastive.train import pretrain  # noqa: E402
 from sslsep.run import RunDir  # noqa: E402
 from sslsep.separation.model import build_separator  # noqa: E402
@@ -60,9 +60,10 @@ def main() -> None:
     registry = random_registry(load_config(None, sets), args.separators)
     out = {}
     for source in ("precomputed", "live"):
-        cfg = load_config(None, sets + [f"pretrain.views_source={source}"])
+        cfg = replace(load_config(None, sets + [f"pretrain.views_source={source}"]),
+                      {"separation.registry": registry}, origin="benchmark")
         run = RunDir(tempfile.mkdtemp(prefix=f"sslsep-bench-pretrain-{source}-"))
-        pretrain(cfg, run, registry)
+        pretrain(cfg, run, cfg.separation.registry)
         m = run.metrics()[1:]  # leave out the start-up window
         out[source] = {"steps_per_s": round(sum(x["steps_per_s"] for x in m) / len(m), 3),
                        "views_per_s": round(sum(x["views_per_s"] for x in m) / len(m), 1),

@@ -1,4 +1,4 @@
-"""The paper's comparisons as config overrides on one pretraining setup.
+"""The paper's comparisons as config values on one pretraining setup.
 
 Every control keeps the configured budget (steps, batch, views per clip, crop, encoder) and
 changes only what it names, so a results row differs from the configured model in one
@@ -7,26 +7,28 @@ respect. Pure config; no torch, no Ray.
 
 from __future__ import annotations
 
-from sslsep.config import ExperimentConfig, with_overrides
+from typing import Any
 
-CONTROL_OVERRIDES: dict[str, list[str]] = {
+from sslsep.config import ExperimentConfig, replace
+
+CONTROL_OVERRIDES: dict[str, dict[str, Any]] = {
     # no separation: two crops of the mixture (COLA-style)
-    "mixture-only": ["augment.kinds=[mixture]", "augment.anchor_mixture=false"],
+    "mixture-only": {"augment.kinds": ["mixture"], "augment.anchor_mixture": False},
     # separated views only: single channels and channel sums, never the mixture
-    "channels-only": ["augment.kinds=[channel, sum]", "augment.anchor_mixture=false"],
+    "channels-only": {"augment.kinds": ["channel", "sum"], "augment.anchor_mixture": False},
     # the mixture against one separated channel
-    "mixture-channel": ["augment.kinds=[channel]", "augment.anchor_mixture=true"],
+    "mixture-channel": {"augment.kinds": ["channel"], "augment.anchor_mixture": True},
     # one objective at a time
-    "sim-only": ["pretrain.w_coinc=0"],
-    "coinc-only": ["pretrain.w_sim=0"],
+    "sim-only": {"pretrain.w_coinc": 0.0},
+    "coinc-only": {"pretrain.w_sim": 0.0},
 }
 
 
 def control_config(cfg: ExperimentConfig, name: str) -> ExperimentConfig:
-    """`cfg` with the overrides of control `name` applied."""
+    """`cfg` with the values of control `name` (a new config, checked like a loaded one)."""
     if name not in CONTROL_OVERRIDES:
         raise KeyError(f"unknown control {name!r}; choose from {sorted(CONTROL_OVERRIDES)}")
-    return with_overrides(cfg, CONTROL_OVERRIDES[name], origin=f"control {name}")
+    return replace(cfg, CONTROL_OVERRIDES[name], origin=f"control {name} (joint.controls)")
 
 
 def describe(cfg: ExperimentConfig) -> str:

@@ -40,10 +40,9 @@ from torch import nn
 from sslsep.checkpoint import load_module, save_module
 
 from sslsep.audio import LogMel
-from sslsep.config import AudioConfig
+from sslsep.config import MAX_FRAME_HOP_S, AudioConfig  # HEAR: timestamps at most 50 ms apart
 
 
-MAX_FRAME_HOP_S = 0.05  # HEAR: timestamp embeddings at most 50 ms apart
 POOLS = ("mean", "max", "meanmax")
 ARCHS: dict[str, dict] = {"compact": dict(width=32), "resnet": dict(width=64)}
 

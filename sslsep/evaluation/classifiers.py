@@ -25,9 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sslsep.config import CLASSIFIERS as KINDS  # the choices of evaluation.classifiers
 from sslsep.evaluation.metrics import accuracy, mean_average_precision
-
-KINDS = ("linear", "mlp")
 
 
 @dataclass

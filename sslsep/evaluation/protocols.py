@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sslsep.config import ConfigError, DataConfig, ExperimentConfig
+from sslsep.config import DataConfig, ExperimentConfig
 from sslsep.evaluation.embeddings import EmbeddedSet
 from sslsep.evaluation.splits import grouped_kfold, leave_one_fold_out
 
@@ -60,23 +60,11 @@ def resolve_protocol(cfg: ExperimentConfig) -> str:
     return "synthetic" if resolve_source(cfg.data) == "synthetic" else "folds"
 
 
-def _abs(path: str) -> str:
-    return path if not path or "://" in path else str(Path(path).resolve())
-
-
 def synthetic_seeds(cfg: ExperimentConfig) -> tuple[int, int]:
-    """(train seed, eval seed) of the synthetic protocol, checked against pretraining's."""
-    from sslsep.separation.train import VAL_SEED_OFFSET
-
+    """(train seed, eval seed) of the synthetic protocol; that neither is a seed pretraining
+    streams is a rule of the config (checked when it is loaded)."""
     ev = cfg.evaluation
-    ours = (ev.synth_seed, ev.synth_seed + 1)
-    theirs = (cfg.data.synth.seed, cfg.data.synth.seed + VAL_SEED_OFFSET)
-    clash = sorted(set(ours) & set(theirs))
-    if clash:
-        raise ConfigError(f"key 'evaluation.synth_seed' ({ev.synth_seed}) makes evaluation scenes from "
-                          f"seed {clash[0]}, which pretraining uses (data.synth.seed={cfg.data.synth.seed}); "
-                          f"choose another")
-    return ours
+    return ev.synth_seed, ev.synth_seed + 1
 
 
 def sources(cfg: ExperimentConfig, protocol: str) -> dict[str, DataConfig]:
@@ -92,15 +80,12 @@ def sources(cfg: ExperimentConfig, protocol: str) -> dict[str, DataConfig]:
         return out
     if protocol == "folds":
         return {"all": cfg.data}
-    if not (ev.train_csv and ev.eval_csv):
-        raise ConfigError("protocol 'audioset' needs keys 'evaluation.train_csv' and 'evaluation.eval_csv'")
+    # audioset: both CSVs and a folder per side are rules of the config (checked at load);
+    # its paths are absolute already (config.PATH_KEYS)
     out = {}
     for side, path, csv in (("train", ev.train_path, ev.train_csv), ("eval", ev.eval_path, ev.eval_csv)):
         d = copy.deepcopy(cfg.data)
-        d.path, d.labels_csv = _abs(path or cfg.data.path), _abs(csv)
-        d.source = "auto"
-        if not d.path:
-            raise ConfigError(f"protocol 'audioset': set 'evaluation.{side}_path' or 'data.path'")
+        d.path, d.labels_csv, d.source = path or cfg.data.path, csv, "auto"
         out[side] = d
     return out
 

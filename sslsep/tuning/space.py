@@ -1,30 +1,37 @@
 """Sweep files: a small declarative search space over separator checkpoints, view
 combinations and loss weights, read strictly, and the pure functions that turn it into
-Optuna suggestions and config overrides. No Ray here.
+Optuna suggestions and config values. No Ray here.
 
     name: quick-sweep
     config: ../configs/quick.yaml        # the base experiment config (relative to this file)
-    set: [pretrain.steps=60]             # fixed overrides for every trial
+    set: {pretrain.batch_clips: 16}      # fixed config values for every trial
     metric: mAP                          # of the per-trial evaluation: mAP, auc, d_prime or accuracy
     mode: max
     num_samples: 8
     rungs: [30, 60]                      # pretraining steps at which a trial is judged (ASHA rungs)
     start: [{views: separated}]          # points tried first (optional)
     space:
-      separators: {subsets: registry, min_size: 1, when: {views: [separated, channels-only]}}
       views:
         choice:
-          separated: ["augment.kinds=[mixture, channel, sum]"]
-          mixture-only: ["augment.kinds=[mixture]"]
+          separated: {augment.kinds: [mixture, channel, sum]}
+          mixture-only: {augment.kinds: [mixture]}
+      separators: {subsets: registry, min_size: 1, when: {views: [separated, channels-only]}}
       pretrain.w_coinc: {uniform: [0.0, 1.0]}
       pretrain.temperature: {loguniform: [0.05, 0.5]}
 
+`set` and each named bundle map dotted config keys to values, written as in a config file
+(`augment.kinds: [mixture]`, a path with `#` or `: ` quoted as any YAML string). The older
+form, a list of "dotted.key=value" strings, is still read, here and only here (`_values`),
+the way the command line reads `--set`; past loading, a sweep holds values only.
+
 Parameter kinds: `uniform: [lo, hi]`, `loguniform: [lo, hi]`, `int: [lo, hi]`,
-`choice: [values]` (values are config values), `choice: {name: [overrides]}` (named
-override bundles), `subsets: registry` (non-empty subsets of the registry's convergence
-states, as `augment.separators`). `when: {param: [values]}` makes a parameter conditional on
-an earlier categorical one. Dotted names are config keys; other names need a bundle
-(`choice` with a mapping) or `subsets`.
+`choice: [values]` (values are config values), `choice: {name: {dotted.key: value}}`
+(named bundles of config values), `subsets: registry` (non-empty subsets of the registry's
+convergence states, as `augment.separators`). `when: {param: [values]}` makes a parameter
+conditional on an earlier categorical one. Dotted names are config keys; other names need a
+bundle (`choice` with a mapping) or `subsets`. Every key and value is checked against the
+config's keys, types and ranges when the file is read; the rules that relate keys once the
+base config is known (`sslsep.tuning.sweep.check_trials`), before anything trains.
 """
 
 from __future__ import annotations
@@ -37,7 +44,7 @@ from typing import Any
 
 import yaml
 
-from sslsep.config import ConfigError, _yaml, parse_override
+from sslsep.config import ConfigError, _yaml, check_values, parse_override
 
 KINDS = ("uniform", "loguniform", "int", "choice", "subsets")
 TOP_KEYS = {"name", "config", "set", "metric", "mode", "num_samples", "rungs", "space", "max_concurrent_trials",
@@ -59,7 +66,7 @@ class SweepSpec:
     name: str
     config: str  # base experiment config, absolute path ('' = defaults)
     params: list[Param]
-    set: list[str] = field(default_factory=list)
+    set: dict[str, Any] = field(default_factory=dict)  # {dotted.key: value} for every trial
     metric: str = "mAP"
     mode: str = "max"
     num_samples: int = 8
@@ -85,6 +92,31 @@ def _err(origin: str, msg: str) -> ConfigError:
     return ConfigError(f"{origin}: {msg}")
 
 
+def _values(raw: Any, where: str, origin: str) -> dict[str, Any]:
+    """Config values of a sweep file (`set`, a choice bundle) -> {dotted.key: value}, each
+    checked against the config's keys, types and ranges. A mapping is taken as it is; a list
+    of "dotted.key=value" strings (the older form) is parsed here as `--set` parses them: the
+    one place a sweep's strings become values."""
+    if raw is None:
+        return {}
+    if isinstance(raw, list):
+        values = {}
+        for text in raw:
+            if not isinstance(text, str):
+                raise _err(origin, f"{where}: {text!r} is not a 'dotted.key=value' string")
+            try:
+                keys, value = parse_override(text)
+            except ConfigError as e:
+                raise _err(origin, f"{where}: {e}") from None
+            values[".".join(keys)] = value
+    elif isinstance(raw, dict):
+        values = dict(raw)
+    else:
+        raise _err(origin, f"{where} must map config keys to values, e.g. {{pretrain.lr: 3.0e-4}}; got {raw!r}")
+    check_values(values, f"{origin}: {where}")
+    return values
+
+
 def _param(name: str, body: Any, origin: str, earlier: dict[str, Param]) -> Param:
     if not isinstance(body, dict):
         raise _err(origin, f"space.{name} must be a mapping such as {{uniform: [0, 1]}}")
@@ -102,18 +134,15 @@ def _param(name: str, body: Any, origin: str, earlier: dict[str, Param]) -> Para
     if kind == "choice" and not (isinstance(args, (list, dict)) and len(args) > 0):
         raise _err(origin, f"space.{name}.choice must be a non-empty list or mapping")
     if kind == "choice" and isinstance(args, dict):
-        for label, overrides in args.items():
-            if not isinstance(overrides, list):
-                raise _err(origin, f"space.{name}.choice.{label} must be a list of key=value overrides")
-            for text in overrides:
-                try:
-                    parse_override(str(text))
-                except ConfigError as e:
-                    raise _err(origin, f"space.{name}.choice.{label}: {e}") from None
+        args = {label: _values(bundle, f"space.{name}.choice.{label}", origin) for label, bundle in args.items()}
     if kind == "subsets" and args != "registry":
         raise _err(origin, f"space.{name}.subsets must be 'registry'")
     if kind != "subsets" and not (kind == "choice" and isinstance(args, dict)) and "." not in name:
         raise _err(origin, f"space.{name}: a plain value needs a dotted config key (e.g. pretrain.lr)")
+    if kind in ("uniform", "loguniform", "int", "choice") and not isinstance(args, dict):
+        for value in args:  # the bounds, or every choice: each must be a value the key takes
+            value = float(value) if kind in ("uniform", "loguniform") else value  # what Optuna suggests
+            check_values({name: value}, f"{origin}: space.{name}.{kind}")
     when = body.get("when", {})
     if not isinstance(when, dict):
         raise _err(origin, f"space.{name}.when must map an earlier parameter to its values")
@@ -157,8 +186,8 @@ def load_sweep(path: str | Path) -> SweepSpec:
         if not Path(base).exists():
             raise _err(origin, f"config: {base} does not exist")
     spec = SweepSpec(name=str(raw.get("name", Path(path).stem)), config=base, params=list(params.values()),
-                     source=str(Path(path).resolve()))
-    for key in ("set", "metric", "mode", "num_samples", "rungs", "max_concurrent_trials", "storage", "seed",
+                     set=_values(raw.get("set"), "set", origin), source=str(Path(path).resolve()))
+    for key in ("metric", "mode", "num_samples", "rungs", "max_concurrent_trials", "storage", "seed",
                 "max_failures", "asha", "start"):
         if key in raw:
             setattr(spec, key, raw[key])
@@ -207,17 +236,17 @@ def suggest(trial, spec: SweepSpec, states: list[str]) -> None:
             chosen[p.name] = trial.suggest_categorical(p.name, subsets(states, p.min_size))
 
 
-def trial_overrides(params: dict[str, Any], spec: SweepSpec) -> list[str]:
-    """A trial's sampled parameters -> config overrides (applied after the sweep's `set`)."""
-    out = []
+def trial_overrides(params: dict[str, Any], spec: SweepSpec) -> dict[str, Any]:
+    """A trial's sampled parameters -> {dotted.key: value} (applied after the sweep's `set`)."""
+    out: dict[str, Any] = {}
     for p in spec.params:
         if p.name not in params:
             continue  # a conditional parameter that did not apply
         value = params[p.name]
         if p.kind == "subsets":
-            out.append(f"augment.separators=[{', '.join(str(value).split('+'))}]")
+            out["augment.separators"] = str(value).split("+")
         elif p.kind == "choice" and isinstance(p.args, dict):
-            out += [str(t) for t in p.args[value]]
+            out.update(p.args[value])
         else:
-            out.append(f"{p.name}={json.dumps(value) if isinstance(value, (list, dict)) else value}")
+            out[p.name] = value
     return out

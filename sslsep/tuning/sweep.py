@@ -22,16 +22,27 @@ import math
 import os
 
 from sslsep import fit, storage
-from sslsep.config import ExperimentConfig, from_dict, to_dict, with_overrides
+from sslsep.config import ExperimentConfig, from_dict, replace, to_dict
 from sslsep.run import RunDir
 from sslsep.separation.registry import read_registry
 from sslsep.tuning.space import SweepSpec, spec_from_dict, suggest, trial_overrides
 
 
-def trial_config(base: ExperimentConfig, spec: SweepSpec, params: dict, registry: str) -> ExperimentConfig:
-    """The experiment config of one trial: base <- sweep `set` <- sampled parameters."""
-    return with_overrides(base, [*spec.set, f"augment.registry={registry}", *trial_overrides(params, spec)],
-                          origin=f"sweep {spec.name}")
+def trial_config(base: ExperimentConfig, spec: SweepSpec, params: dict) -> ExperimentConfig:
+    """The experiment config of one trial: base <- sweep `set` <- sampled parameters (values,
+    checked as a loaded config is). The separators are the base's `separation.registry`."""
+    return replace(base, {**spec.set, **trial_overrides(params, spec)}, origin=f"sweep {spec.name}")
+
+
+def check_trials(base: ExperimentConfig, spec: SweepSpec) -> None:
+    """Before anything trains: the sweep's `set` and each discrete choice (a bundle, a plain
+    choice value), one at a time, make a valid config with `base`; a ConfigError names the
+    sweep and the key. (Combinations and continuous values are checked per trial.)"""
+    trial_config(base, spec, {})
+    for p in spec.params:
+        if p.kind == "choice":
+            for label in p.args:
+                trial_config(base, spec, {p.name: label})
 
 
 def trial_cpus(cfg: ExperimentConfig) -> float:
@@ -51,14 +62,14 @@ def concurrency(cfg: ExperimentConfig, spec: SweepSpec, cluster: dict) -> int:
     return max(1, min(fits, default=1))
 
 
-def check_sweep_fits(base: ExperimentConfig, spec: SweepSpec, registry: str) -> None:
+def check_sweep_fits(base: ExperimentConfig, spec: SweepSpec) -> None:
     """Right after Ray starts: the separation stage (when the sweep trains its own separators)
     and one trial fit the cluster, else sslsep.fit.ClusterFitError (the Tune driver holds 0 CPU)."""
     from sslsep.cluster import check_fits
 
-    if not registry and any(p.kind == "subsets" for p in spec.params):
+    if not base.separation.registry and any(p.kind == "subsets" for p in spec.params):
         check_fits(base, ["separation"])
-    check_fits(trial_config(base, spec, {}, registry), ["trial"])
+    check_fits(trial_config(base, spec, {}), ["trial"])
 
 
 def optuna_storage(spec: SweepSpec, run: RunDir):
@@ -87,20 +98,20 @@ def _metric_of(results: dict, metric: str) -> float:
     return max(values)
 
 
-def driver(params: dict, *, base: dict, spec: dict, registry: str, root: str) -> None:
+def driver(params: dict, *, base: dict, spec: dict, root: str) -> None:
     """One trial (a Tune function trainable): rung by rung, pretrain further, evaluate, report."""
     import ray.tune
 
     from sslsep.contrastive.train import pretrain
     from sslsep.evaluation import evaluate_encoders
     sweep = spec_from_dict(spec)
-    cfg = trial_config(from_dict(base, "sweep base config"), sweep, params, registry)
+    cfg = trial_config(from_dict(base, "sweep base config"), sweep, params)
     trial_id = ray.tune.get_context().get_trial_id()
     run = RunDir(storage.join(root, "trials", trial_id))
-    run.write_json("params.json", {"params": params, "overrides": trial_overrides(params, sweep)})
+    run.write_json("params.json", {"params": params, "values": trial_overrides(params, sweep)})
     for steps in sweep.rungs:
-        cfg.pretrain.steps = steps
-        encoder = pretrain(cfg, run, registry)
+        cfg = replace(cfg, {"pretrain.steps": steps}, origin=f"sweep {sweep.name} rung {steps}")
+        encoder = pretrain(cfg, run, cfg.separation.registry)
         ev = RunDir(run.uri("eval", f"step-{steps:06d}"))
         results = ev.read_json("results.json") if ev.exists("results.json") else \
             evaluate_encoders(cfg, {"trial": encoder}, ev)
@@ -117,19 +128,20 @@ def _error_line(error: BaseException) -> str:
     return f"{type(cause).__name__}: {cause}" if cause is not None else (lines[-1] if lines else repr(error))
 
 
-def run_sweep(spec: SweepSpec, base: ExperimentConfig, run: RunDir, registry: str) -> dict:
-    """Run (or resume) the sweep; returns a summary with the best trial."""
+def run_sweep(spec: SweepSpec, base: ExperimentConfig, run: RunDir) -> dict:
+    """Run (or resume) the sweep on the separators of `base.separation.registry`; returns a
+    summary with the best trial."""
     import ray
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
 
+    registry = base.separation.registry
     states = [e["name"] for e in read_registry(registry)["separators"]] if registry else []
     if any(p.kind == "subsets" for p in spec.params) and not states:
         raise ValueError(f"sweep {spec.name}: the space samples separator subsets but no registry was given")
     run.write_json("sweep.json", spec.to_dict())
-    trainable = tune.with_parameters(driver, base=to_dict(base), spec=spec.to_dict(), registry=registry,
-                                     root=run.path)
+    trainable = tune.with_parameters(driver, base=to_dict(base), spec=spec.to_dict(), root=run.path)
     # The driver only waits: it holds no CPU (its trainer, actors and decode tasks hold them; even
     # 0.01 CPU would leave a 2-CPU trial one decode task short and hang it). Tune needs a non-empty
     # bundle, so the driver reserves a little of Ray's logical `memory` resource instead.
@@ -138,7 +150,8 @@ def run_sweep(spec: SweepSpec, base: ExperimentConfig, run: RunDir, registry: st
     if storage.is_remote(run.path):
         fs, path = storage.pyarrow_fs(run.uri("tune"))
     experiment = storage.join(path, spec.name) if fs is None else f"{path}/{spec.name}"
-    sample_cfg = trial_config(base, spec, {}, registry)
+    check_trials(base, spec)
+    sample_cfg = trial_config(base, spec, {})
     if tune.Tuner.can_restore(experiment, storage_filesystem=fs):
         print(f"sweep: resuming {experiment}")
         tuner = tune.Tuner.restore(experiment, trainable, resume_unfinished=True, resume_errored=False,

@@ -126,14 +126,18 @@ class SeparationAugmenter:
         return out
 
 
-def view_dataset(cfg: ExperimentConfig, registry: str, clips=None):
-    """clips (default: the configured source's usable clips) -> the streaming view Dataset."""
+def view_dataset(cfg: ExperimentConfig, *, clips=None):
+    """clips (default: the configured source's usable clips) -> the streaming view Dataset of
+    the separators in `separation.registry`."""
     import ray.data
 
     from sslsep.data.sources import clip_dataset, usable
 
-    aug = cfg.augment
+    aug, registry = cfg.augment, cfg.separation.registry
     if aug.kinds != ["mixture"]:
+        if not registry:
+            raise ValueError("views need separators: key 'separation.registry' is empty "
+                             "(--registry RUN_DIR/registry.json, or train them first)")
         load_separators(registry, aug.separators)  # fail at start, on the driver, not in a hung pool
     cpus = cfg.data.cpus_per_task  # the same for every task step, so that Ray fuses them
     if clips is None:
