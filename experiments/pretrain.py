@@ -33,7 +33,7 @@ def main() -> None:
     if cfg.pretrain.use_ray:
         init_ray(cfg.ray)
         check_fits(cfg, ["pretrain"])
-    print(f"encoder: {pretrain(cfg, run, cfg.separation.registry)}")
+    print(f"encoder: {pretrain(cfg, run)}")
 
 
 if __name__ == "__main__":

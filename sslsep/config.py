@@ -109,6 +109,9 @@ class DataConfig:
     extensions: list[str] = _f([".wav", ".flac", ".ogg"])
     max_clips: int = _f(0, min=0, help="0 = all; otherwise the first N clips in sorted order")
     shard_clips: int = _f(256, min=1, help="clips per Parquet shard written by `sslsep data pack`")
+    preserve_order: bool = _f(True, help="Ray Data hands rows on in a fixed order, so the same config and seed "
+                              "give the same batches and results; false lets fast tasks overtake slow ones "
+                              "(more throughput on big clusters, runs no longer repeat to the digit)")
     cpus_per_task: float = _f(0.5, min=0.01, help="CPUs Ray reserves per read/decode task; below 1 so "
                               "decoding still schedules next to trainers and actors that hold whole CPUs")
     synth: SynthConfig = field(default_factory=SynthConfig)

@@ -104,7 +104,7 @@ def pretrain_stage(cfg: ExperimentConfig, run: RunDir) -> dict[str, dict]:
             out[name] = {"encoder": sub.uri("encoder.pt"), "label": label, "run_dir": sub.path}
             continue
         print(f"pretrain [{i}/{len(todo)}] {name}: {label}, {vcfg.pretrain.steps} steps ...", flush=True)
-        uri = pretrain(vcfg, sub, vcfg.separation.registry)
+        uri = pretrain(vcfg, sub)
         last = next((m for m in reversed(sub.metrics()) if m.get("stage") == "pretrain"), {})
         print(f"pretrain [{i}/{len(todo)}] {name}: step {last.get('step')} loss {last.get('total', float('nan')):.3f}"
               f" coincidence acc {last.get('coinc_acc', float('nan')):.2f} [{time.monotonic() - t0:.0f} s]",

@@ -138,3 +138,15 @@ def registry(tmp_path_factory) -> str:
                              "separation.use_ray=false"])
     train_separators(cfg, RunDir(str(out)))
     return str(out / "registry.json")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Test tiers (README, "Tests"): a test on the shared Ray session is marked `ray` and `slow`,
+    one on the loopback S3 server `slow`; the rest (pure functions, models, configs, small
+    in-process runs) is the fast tier, `pytest -m "not slow"`."""
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if "ray_session" in fixtures:
+            item.add_marker(pytest.mark.ray)
+        if item.get_closest_marker("ray") or "s3_server" in fixtures:
+            item.add_marker(pytest.mark.slow)

@@ -209,6 +209,7 @@ def test_main_guard_prints_one_line_and_exits_2(capsys):
 
 
 @pytest.mark.slow
+@pytest.mark.ray
 def test_pretrain_script_that_cannot_fit_exits_2_at_start(registry, tmp_path):
     """The real script on a local 2-CPU Ray: it must stop with the keys named, not wait forever."""
     res = subprocess.run([sys.executable, "experiments/pretrain.py", "--registry", registry,

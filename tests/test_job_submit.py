@@ -73,6 +73,7 @@ def submit(address, env, *args, timeout=600):
 
 
 @pytest.mark.slow
+@pytest.mark.ray
 def test_a_client_without_the_token_is_refused(head):
     address, env = head
     no_token = {k: v for k, v in env.items() if k != "RAY_AUTH_TOKEN"}
@@ -84,6 +85,7 @@ def test_a_client_without_the_token_is_refused(head):
 
 
 @pytest.mark.slow
+@pytest.mark.ray
 def test_joint_job_through_ray_job_submit(head, tmp_path):
     address, env = head
     out = tmp_path / "run"

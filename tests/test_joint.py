@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import soundfile as sf
 import yaml
 
@@ -18,6 +19,8 @@ def joint(*args):
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
+@pytest.mark.ray
 def test_joint_on_a_folder_accounts_for_every_clip_and_resumes(tmp_path, bad_folder):
     root, expected = bad_folder
     for i in range(10):  # enough usable clips for a train and a held-out side
@@ -59,6 +62,8 @@ def test_joint_bad_config_fails_fast_naming_the_key(tmp_path):
     assert res.returncode == 2 and "unknown key 'data.synth.num_clipz'" in res.stderr
 
 
+@pytest.mark.slow
+@pytest.mark.ray
 def test_interrupted_job_resumes_where_it_stopped(tmp_path):
     """Ctrl-C during pretraining on Ray Train, then the same command again: finished stages are
     skipped and pretraining continues from its latest checkpoint instead of step 0."""

@@ -33,7 +33,7 @@ def lines(path):
 ])
 def test_local_pretraining_runs_every_control(tmp_path, registry, controls):
     cfg = with_registry(load_config(None, BASE + controls + ["pretrain.use_ray=false"]), registry)
-    uri = pretrain(cfg, RunDir(str(tmp_path)), cfg.separation.registry)
+    uri = pretrain(cfg, RunDir(str(tmp_path)))
     m = lines(tmp_path)
     assert [x["step"] for x in m] == [2, 4] and m[-1]["final"] is True
     for key in ("total", "coinc_acc", "samples_per_s", "steps_per_s", "data_wait_share", "lr"):
@@ -45,9 +45,9 @@ def test_local_pretraining_runs_every_control(tmp_path, registry, controls):
 
 
 def test_loss_falls_and_training_resumes(tmp_path, registry):
-    cfg = load_config(None, BASE + ["pretrain.use_ray=false", "pretrain.steps=12", "pretrain.log_every=4",
-                                    "pretrain.lr=3e-3"])
-    config = {"cfg": to_dict(cfg), "run_dir": str(tmp_path), "registry": registry, "local": True}
+    cfg = with_registry(load_config(None, BASE + ["pretrain.use_ray=false", "pretrain.steps=12",
+                                                  "pretrain.log_every=4", "pretrain.lr=3e-3"]), registry)
+    config = {"cfg": to_dict(cfg), "run_dir": str(tmp_path), "local": True}
     cfg.pretrain.steps = 8
     train_loop({**config, "cfg": to_dict(cfg)})
     cfg.pretrain.steps = 12  # continued, as after an interruption at step 8
@@ -60,7 +60,7 @@ def test_loss_falls_and_training_resumes(tmp_path, registry):
 @pytest.mark.ray
 def test_ray_train_fed_live_by_the_augmentation_service(ray_session, tmp_path, registry):
     cfg = with_registry(load_config(None, BASE + ["pretrain.checkpoint_steps=[2]"]), registry)
-    uri = pretrain(cfg, RunDir(str(tmp_path)), cfg.separation.registry)
+    uri = pretrain(cfg, RunDir(str(tmp_path)))
     m = lines(tmp_path)
     assert [x["step"] for x in m] == [2, 4]
     assert (tmp_path / "encoders" / "step-000002.pt").exists() and uri.endswith("encoder.pt")
@@ -73,7 +73,7 @@ def test_two_workers_ddp_with_global_negatives(ray_session, tmp_path, registry):
     cfg = load_config(None, BASE + ["augment.kinds=[mixture]", "pretrain.num_workers=2",
                                     "pretrain.cpus_per_worker=0.5", "pretrain.global_negatives=true"])
     cfg = with_registry(cfg, registry)
-    pretrain(cfg, RunDir(str(tmp_path)), cfg.separation.registry)
+    pretrain(cfg, RunDir(str(tmp_path)))
     m = lines(tmp_path)
     assert [x["step"] for x in m] == [2, 4] and np.isfinite(m[-1]["total"])
 
@@ -107,7 +107,7 @@ def test_killed_training_worker_resumes_from_latest_checkpoint(ray_session, tmp_
     t = threading.Thread(target=kill_after_a_checkpoint)
     t.start()
     cfg = with_registry(cfg, registry)
-    pretrain(cfg, RunDir(str(tmp_path)), cfg.separation.registry)
+    pretrain(cfg, RunDir(str(tmp_path)))
     t.join()
     assert "lines" in killed, "no training worker was killed"
     steps = [x["step"] for x in lines(tmp_path)]
@@ -129,12 +129,12 @@ def test_pretraining_with_everything_on_s3(ray_session, s3_server, registry):
     fs.put(str(Path(registry).parent) + "/", reg_dir.split("://", 1)[1], recursive=True)
     run = RunDir(f"{s3_server}/runs/pretrain-s3")
     cfg = with_registry(load_config(None, BASE + ["pretrain.checkpoint_steps=[2]"]), f"{reg_dir}/registry.json")
-    uri = pretrain(cfg, run, cfg.separation.registry)
+    uri = pretrain(cfg, run)
     assert uri == f"{run.path}/encoder.pt"
     assert [x["step"] for x in run.metrics()] == [2, 4]
     assert storage.exists(run.uri("encoders", "step-000002.pt"))
     assert load_encoder(uri).embed(torch.randn(1, 4000)).shape == (1, 128)
     _, snap = storage.get_fs(run.uri("ray_train", "pretrain", "checkpoint_manager_snapshot.json"))
     assert fs.exists(snap)
-    assert pretrain(cfg, run, cfg.separation.registry) == uri  # finished: reused, not retrained
+    assert pretrain(cfg, run) == uri  # finished: reused, not retrained
     assert len(run.metrics()) == 2

@@ -59,6 +59,7 @@ def trials(db: Path) -> list:
 
 
 @pytest.mark.slow
+@pytest.mark.ray
 def test_sweep_interrupted_resumes_keeps_finished_trials_and_marks_errors(tmp_path, registry):
     sweep = tmp_path / "tiny.yaml"
     sweep.write_text(SWEEP)

@@ -61,6 +61,7 @@ def test_report_of_a_folder_without_a_sweep_is_a_clear_error(tmp_path):
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium is not installed (apt-get install chromium)")
+@pytest.mark.slow
 def test_dashboard_renders_in_headless_chromium(sweep_dir):
     from playwright.sync_api import sync_playwright
 

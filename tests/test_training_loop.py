@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from sslsep.config import load_config, to_dict
+from sslsep.config import load_config, replace, to_dict
 from sslsep.run import RunDir
 from sslsep.session import LocalSession
 from sslsep.training import LoopSettings, lr_factor, run_loop
@@ -133,7 +133,8 @@ def test_pretraining_trains_in_bf16_with_warmup_and_cosine(tmp_path, registry):
                              "augment.batch_size=8", "pretrain.batch_clips=8", "pretrain.log_every=4",
                              "pretrain.steps=16", "pretrain.lr=3e-3", "pretrain.use_ray=false",
                              *[f"pretrain.{x}" for x in SCHEDULE]])
-    train_loop({"cfg": to_dict(cfg), "run_dir": str(tmp_path), "registry": registry, "local": True})
+    cfg = replace(cfg, {"separation.registry": registry})
+    train_loop({"cfg": to_dict(cfg), "run_dir": str(tmp_path), "local": True})
     m = _lines(tmp_path)
     assert [x["step"] for x in m] == [4, 8, 12, 16]
     totals = [x["total"] for x in m]

@@ -63,7 +63,7 @@ def main() -> None:
         cfg = replace(load_config(None, sets + [f"pretrain.views_source={source}"]),
                       {"separation.registry": registry}, origin="benchmark")
         run = RunDir(tempfile.mkdtemp(prefix=f"sslsep-bench-pretrain-{source}-"))
-        pretrain(cfg, run, cfg.separation.registry)
+        pretrain(cfg, run)
         m = run.metrics()[1:]  # leave out the start-up window
         out[source] = {"steps_per_s": round(sum(x["steps_per_s"] for x in m) / len(m), 3),
                        "views_per_s": round(sum(x["views_per_s"] for x in m) / len(m), 1),

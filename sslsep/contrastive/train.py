@@ -26,6 +26,7 @@ from sslsep.contrastive.losses import (BilinearSimilarity, CoincidenceHead, all_
 from sslsep.run import RunDir
 from sslsep.session import open_session
 from sslsep.training import LoopSettings, launch, run_loop
+from sslsep.training.loop import guard_note
 
 
 class PretrainModel(nn.Module):
@@ -102,10 +103,11 @@ def loop_settings(cfg: ExperimentConfig) -> LoopSettings:
 
 
 def train_loop(config: dict) -> None:
-    """Per-worker pretraining. config = {"cfg": dict, "run_dir": str, "registry": str, "local": bool}."""
+    """Per-worker pretraining. config = {"cfg": dict, "run_dir": str, "local": bool}; the separators
+    are `separation.registry` of the config."""
     cfg = from_dict(config["cfg"], "train_loop_config")
     pre, a, run = cfg.pretrain, cfg.audio, RunDir(config["run_dir"])
-    session = open_session(config, lambda: _local_view_batches(cfg, config["registry"]), column="views",
+    session = open_session(config, lambda: _local_view_batches(cfg, cfg.separation.registry), column="views",
                            batch_size=pre.batch_clips, stage="pretrain", run=run, seed=cfg.seed,
                            state_file="pretrain_state.pt")
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
@@ -128,26 +130,33 @@ def train_loop(config: dict) -> None:
 
 
 def finished(run: RunDir, steps: int) -> bool:
-    """RUN_DIR/encoder.pt exists and has trained at least `steps` steps (written last, so its
-    presence means the run completed)."""
+    """RUN_DIR/encoder.pt exists and has trained `steps` steps or was stopped by the wall-clock
+    guard (written last, so its presence means the run completed)."""
     out = run.uri("encoder.pt")
-    return storage.exists(out) and read_checkpoint(out)["step"] >= steps
+    if not storage.exists(out):
+        return False
+    ckpt = read_checkpoint(out)
+    return ckpt["step"] >= steps or ckpt.get("metrics", {}).get("stopped_by") == "max_minutes"
 
 
-def pretrain(cfg: ExperimentConfig, run: RunDir, registry: str) -> str:
-    """Train (or resume, or reuse) the encoder; returns the URI of RUN_DIR/encoder.pt."""
+def pretrain(cfg: ExperimentConfig, run: RunDir) -> str:
+    """Train (or resume, or reuse) the encoder on views from the separators of
+    `separation.registry`; returns the URI of RUN_DIR/encoder.pt."""
     out = run.uri("encoder.pt")
     if finished(run, cfg.pretrain.steps):
         return out
-    config = {"cfg": to_dict(cfg), "run_dir": run.path, "registry": registry}
-    launch(train_loop, config, loop_settings(cfg), lambda: {"train": train_dataset(cfg, registry)}, run, "pretrain")
+    config = {"cfg": to_dict(cfg), "run_dir": run.path}
+    launch(train_loop, config, loop_settings(cfg), lambda: {"train": train_dataset(cfg)}, run, "pretrain")
+    note = guard_note("pretrain", f"pretrain.max_minutes={cfg.pretrain.max_minutes:g}", read_checkpoint(out)["metrics"])
+    if note:
+        print(note, flush=True)
     return out
 
 
-def train_dataset(cfg: ExperimentConfig, registry: str):
+def train_dataset(cfg: ExperimentConfig):
     """The Ray Dataset of views (the views column only): fed live by the augmentation
     service, or computed once and held in the object store (`pretrain.views_source`)."""
     from sslsep.views.service import view_dataset
 
-    ds = view_dataset(cfg, registry).select_columns(["views"], num_cpus=cfg.data.cpus_per_task)
+    ds = view_dataset(cfg).select_columns(["views"], num_cpus=cfg.data.cpus_per_task)
     return ds.materialize() if cfg.pretrain.views_source == "precomputed" else ds

@@ -284,6 +284,9 @@ def clip_dataset(cfg: DataConfig, audio: AudioConfig, *, with_stems: bool = Fals
     a recording's clips side by side, and training pairs must not come from one recording."""
     import ray.data
 
+    # a Dataset copies the driver's DataContext when it is made: every Dataset that starts here
+    # (and what Ray Train's ingest derives from it) yields rows in order, or not, by one key
+    ray.data.DataContext.get_current().execution_options.preserve_order = cfg.preserve_order
     kind = resolve_source(cfg)
     if kind == "synthetic":
         # scene indices in memory (8 bytes a clip): no read tasks, which would each hold a CPU

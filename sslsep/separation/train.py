@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from sslsep import storage
-from sslsep.config import ExperimentConfig, from_dict, to_dict
+from sslsep.config import VAL_SEED_OFFSET, ExperimentConfig, from_dict, to_dict
 from sslsep.data.sources import KEEP_STATUSES, iter_clips, resolve_source
 from sslsep.run import RunDir
 from sslsep.session import open_session
@@ -34,8 +34,8 @@ from sslsep.separation.mixit import mixit_loss, mixture_of_mixtures
 from sslsep.separation.model import Separator, build_separator, save_separator
 from sslsep.separation.registry import read_registry, register, state_name
 from sslsep.training import LoopSettings, launch, run_loop
+from sslsep.training.loop import guard_note
 
-VAL_SEED_OFFSET = 1_000_003  # validation scenes: a seed no training stream uses
 
 
 # --------------------------------------------------------------------------- validation
@@ -203,7 +203,11 @@ def train_separators(cfg: ExperimentConfig, run: RunDir) -> dict:
             return reg  # finished: reuse; a longer schedule resumes from the last checkpoint
     launch(train_loop, {"cfg": to_dict(cfg), "run_dir": run.path}, loop_settings(cfg),
            lambda: {"train": train_dataset(cfg)}, run, "separator")
-    return read_registry(reg_uri)
+    reg = read_registry(reg_uri)
+    note = guard_note("separation", f"separation.max_minutes={sep.max_minutes:g}", reg["separators"][-1]["metrics"])
+    if note:
+        print(note, flush=True)
+    return reg
 
 
 def _decoded_gb(cfg: ExperimentConfig) -> float:

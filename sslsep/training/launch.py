@@ -21,8 +21,12 @@ def launch(train_loop: Callable[[dict], None], config: dict, s: LoopSettings,
 
     from sslsep.session import ray_run_config
 
+    data = datasets()
+    # Ray Train resolves ingest options in its controller, where the driver's DataContext
+    # (row order: data.preserve_order) is not: hand them over from here
+    ingest = ray.train.DataConfig(execution_options=ray.train.DataConfig.default_ingest_options())
     TorchTrainer(
-        train_loop, train_loop_config=config, datasets=datasets(),
+        train_loop, train_loop_config=config, datasets=data, dataset_config=ingest,
         scaling_config=ray.train.ScalingConfig(num_workers=s.num_workers, use_gpu=s.use_gpu,
                                                resources_per_worker={"CPU": s.cpus_per_worker}),
         run_config=ray_run_config(run.uri("ray_train"), name),

@@ -156,3 +156,12 @@ def run_loop(session, s: LoopSettings, model: torch.nn.Module, optimizer: torch.
             t_wait = time.monotonic()
         if batches == 0:
             raise ValueError(no_batch)
+
+
+def guard_note(stage: str, key: str, metrics: dict) -> str | None:
+    """A line for the driver when the wall-clock guard, not the step count, ended a run: its
+    figures then depend on the machine's speed and load."""
+    if metrics.get("stopped_by") != "max_minutes":
+        return None
+    return (f"{stage}: stopped by {key} at step {metrics.get('step')} (elapsed {metrics.get('elapsed_s')} s), "
+            "before its step count: what follows depends on this machine's speed")

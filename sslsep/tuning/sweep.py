@@ -111,7 +111,7 @@ def driver(params: dict, *, base: dict, spec: dict, root: str) -> None:
     run.write_json("params.json", {"params": params, "values": trial_overrides(params, sweep)})
     for steps in sweep.rungs:
         cfg = replace(cfg, {"pretrain.steps": steps}, origin=f"sweep {sweep.name} rung {steps}")
-        encoder = pretrain(cfg, run, cfg.separation.registry)
+        encoder = pretrain(cfg, run)
         ev = RunDir(run.uri("eval", f"step-{steps:06d}"))
         results = ev.read_json("results.json") if ev.exists("results.json") else \
             evaluate_encoders(cfg, {"trial": encoder}, ev)
