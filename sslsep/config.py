@@ -118,7 +118,26 @@ class DataConfig:
 
 
 @dataclass
-class SeparationConfig:
+class TrainingConfig:
+    """What the shared step loop and launcher read (sslsep.training), the same keys in both
+    training stages; each stage sets its own defaults for steps, grad_clip, checkpoint_steps."""
+    steps: int = _f(1000, min=1)
+    lr: float = _f(1e-3, min=0.0)
+    lr_schedule: str = _f("constant", choices=LR_SCHEDULES, help=LR_SCHEDULE_HELP)
+    warmup_steps: int = _f(0, min=0, help="steps of linear learning-rate warm-up from 0")
+    precision: str = _f("fp32", choices=PRECISIONS, help=PRECISION_HELP)
+    grad_clip: float = _f(0.0, min=0.0, help="max gradient norm; 0 = off")
+    max_minutes: float = _f(0.0, min=0.0, help="wall-clock guard; 0 = none (steps bound the run; a cut is reported)")
+    checkpoint_steps: list[int] = _f([], min=1, help="steps kept for good (and the last step)")
+    num_workers: int = _f(1, min=1, help="Ray Train workers (DDP ranks)")
+    use_gpu: bool = _f(False, help="one GPU per worker")
+    cpus_per_worker: float = _f(1.0, min=0.0)
+    torch_threads: int = _f(0, min=0, help="0 = max(1, cpus_per_worker)")
+    use_ray: bool = _f(True, help="false: the same loop in this process (world size 1)")
+
+
+@dataclass
+class SeparationConfig(TrainingConfig):
     """MixIT separator training (sslsep.separation). Model fields left empty ('' or 0)
     take the value of the chosen size (sslsep.separation.model.SIZES)."""
     size: str = _f("quick", choices=("quick", "paper"))
@@ -128,11 +147,7 @@ class SeparationConfig:
     consistency: str = _f("", choices=("", "uniform", "learned", "none"))
     steps: int = _f(2000, min=1)
     batch_clips: int = _f(8, min=2, help="clips per worker and step; pairs make the mixtures of mixtures")
-    lr: float = _f(1e-3, min=0.0)
     grad_clip: float = _f(5.0, min=0.0, help="max gradient norm; 0 = off")
-    lr_schedule: str = _f("constant", choices=LR_SCHEDULES, help=LR_SCHEDULE_HELP)
-    warmup_steps: int = _f(0, min=0, help="steps of linear learning-rate warm-up from 0")
-    precision: str = _f("fp32", choices=PRECISIONS, help=PRECISION_HELP)
     snr_max: float = _f(30.0, min=0.0, help="soft threshold of the MixIT negative SNR")
     val_every: int = _f(200, min=1, help="steps between validations and resumable checkpoints")
     val_clips: int = _f(64, min=2)
@@ -140,12 +155,6 @@ class SeparationConfig:
                              help="real data: share of recording groups (e.g. fsID) held out")
     checkpoint_steps: list[int] = _f([250, 500, 1000, 2000], min=1,
                                      help="steps kept as convergence states (and the last step)")
-    max_minutes: float = _f(0.0, min=0.0, help="wall-clock guard; 0 = none (steps bound the run; a cut is reported)")
-    num_workers: int = _f(1, min=1)
-    use_gpu: bool = _f(False)
-    cpus_per_worker: float = _f(1.0, min=0.0)
-    torch_threads: int = _f(0, min=0, help="0 = max(1, cpus_per_worker)")
-    use_ray: bool = _f(True, help="false: run the same loop in this process (world size 1)")
     cache_gb: float = _f(4.0, min=0.0, help="real data whose decoded clips fit in this many GB is decoded "
                          "once and kept in Ray's object store across epochs; 0 = stream every epoch")
     registry: str = _f("", help="registry.json of trained separators, local or s3://. Set: the separation "
@@ -183,7 +192,7 @@ class AugmentConfig:
 
 
 @dataclass
-class PretrainConfig:
+class PretrainConfig(TrainingConfig):
     """Contrastive pretraining on views (sslsep.contrastive): encoder, objectives, training."""
     arch: str = _f("compact", choices=("compact", "resnet"))
     embed_dim: int = _f(128, min=8)
@@ -196,20 +205,9 @@ class PretrainConfig:
     global_negatives: bool = _f(True, help="negatives from every worker's batch (all_gather); false: per worker")
     steps: int = _f(1000, min=1)
     batch_clips: int = _f(32, min=2, help="clips per worker and step (each with augment.views_per_clip views)")
-    lr: float = _f(1e-3, min=0.0)
     weight_decay: float = _f(1e-4, min=0.0)
-    grad_clip: float = _f(0.0, min=0.0, help="max gradient norm; 0 = off")
-    lr_schedule: str = _f("constant", choices=LR_SCHEDULES, help=LR_SCHEDULE_HELP)
-    warmup_steps: int = _f(0, min=0, help="steps of linear learning-rate warm-up from 0")
-    precision: str = _f("fp32", choices=PRECISIONS, help=PRECISION_HELP)
-    max_minutes: float = _f(0.0, min=0.0, help="wall-clock guard; 0 = none (steps bound the run; a cut is reported)")
     log_every: int = _f(50, min=1, help="steps between metrics lines and resumable checkpoints")
     checkpoint_steps: list[int] = _f([], min=1, help="steps kept as encoder files (and the last step)")
-    num_workers: int = _f(1, min=1)
-    use_gpu: bool = _f(False)
-    cpus_per_worker: float = _f(1.0, min=0.0)
-    torch_threads: int = _f(0, min=0, help="0 = max(1, cpus_per_worker)")
-    use_ray: bool = _f(True, help="false: the same loop in this process on in-process views")
     views_source: str = _f("live", choices=("live", "precomputed"),
                            help="live: the augmentation service feeds training; precomputed: views "
                                 "are computed once, held in memory, then trained on")

@@ -14,11 +14,12 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 import torch
 
+from sslsep.config import TrainingConfig
 from sslsep.run import RunDir
 from sslsep.session import device as session_device
 from sslsep.training.schedule import autocast, grad_scaler, lr_factor, set_lr
@@ -29,8 +30,8 @@ SaveFn = Callable[[torch.nn.Module, int, dict, bool], None]
 
 @dataclasses.dataclass(frozen=True)
 class LoopSettings:
-    """What the loop and the launcher read from a stage's config (SeparationConfig or
-    PretrainConfig: the same field names, so both stages are read the same way)."""
+    """What the loop and the launcher read from a stage's config section (both stages'
+    sections are a `TrainingConfig`, so they are read the same way)."""
     stage: str                         # "separation" | "pretrain": the metrics' and gauges' `stage`
     steps: int
     report_every: int                  # steps between metrics lines and resumable checkpoints
@@ -48,7 +49,7 @@ class LoopSettings:
     use_ray: bool = True
 
     @classmethod
-    def of(cls, stage: str, sc: Any, report_every: int) -> LoopSettings:
+    def of(cls, stage: str, sc: TrainingConfig, report_every: int) -> LoopSettings:
         """From a stage config section (`cfg.separation` or `cfg.pretrain`)."""
         return cls(stage=stage, steps=sc.steps, report_every=report_every, keep_steps=tuple(sc.checkpoint_steps),
                    lr=sc.lr, lr_schedule=sc.lr_schedule, warmup_steps=sc.warmup_steps, precision=sc.precision,
