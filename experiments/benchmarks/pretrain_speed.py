@@ -5,7 +5,9 @@
 Both runs train the same compact encoder on Ray Train (1 worker, 1 CPU) with the same
 views: live = clips -> separator actor pool (0.5 CPU) -> trainer, streamed; precomputed =
 the same view Dataset materialised in Ray's object store first (the baseline: no data
-work during training). The first logged window (start-up) is left out of the rates.
+work during training); live_unordered = live with `data.preserve_order=false` (what row
+order, and so reproducibility, costs). The first logged window (start-up) is left out of the
+rates.
 Prints one JSON line and writes results/pretrain_speed.json.
 """
 
@@ -17,6 +19,7 @@ import os
 import platform
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -59,19 +62,25 @@ def main() -> None:
     ray.data.DataContext.get_current().enable_progress_bars = False
     registry = random_registry(load_config(None, sets), args.separators)
     out = {}
-    for source in ("precomputed", "live"):
-        cfg = replace(load_config(None, sets + [f"pretrain.views_source={source}"]),
-                      {"separation.registry": registry}, origin="benchmark")
-        run = RunDir(tempfile.mkdtemp(prefix=f"sslsep-bench-pretrain-{source}-"))
+    arms = {"precomputed": ["pretrain.views_source=precomputed"], "live": ["pretrain.views_source=live"],
+            "live_unordered": ["pretrain.views_source=live", "data.preserve_order=false"]}
+    for arm, extra in arms.items():
+        cfg = replace(load_config(None, sets + extra), {"separation.registry": registry}, origin="benchmark")
+        run = RunDir(tempfile.mkdtemp(prefix=f"sslsep-bench-pretrain-{arm}-"))
+        t0 = time.monotonic()
         pretrain(cfg, run)
+        wall = time.monotonic() - t0
         m = run.metrics()[1:]  # leave out the start-up window
-        out[source] = {"steps_per_s": round(sum(x["steps_per_s"] for x in m) / len(m), 3),
-                       "views_per_s": round(sum(x["views_per_s"] for x in m) / len(m), 1),
-                       "data_wait_share": round(sum(x["data_wait_share"] for x in m) / len(m), 3)}
+        out[arm] = {"steps_per_s": round(sum(x["steps_per_s"] for x in m) / len(m), 3),
+                    "samples_per_s": round(sum(x["samples_per_s"] for x in m) / len(m), 1),
+                    "data_wait_share": round(sum(x["data_wait_share"] for x in m) / len(m), 3),
+                    "wall_s": round(wall, 1)}
     ray.shutdown()
     result = {"benchmark": "pretrain_speed", "steps": args.steps, "batch_clips": args.batch,
               "separators": args.separators, **out,
               "ratio_live_over_precomputed": round(out["live"]["steps_per_s"] / out["precomputed"]["steps_per_s"], 2),
+              "ratio_ordered_over_unordered": round(out["live"]["steps_per_s"] / out["live_unordered"]["steps_per_s"],
+                                                    2),
               "resources": {"trainer_cpus": 1, "actor_cpus": 0.5, "ray_cpus": os.cpu_count()},
               "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "torch": torch.__version__,
                           "ray": ray.__version__, "device": "cpu"}}
