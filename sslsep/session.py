@@ -136,17 +136,3 @@ def open_session(config: dict, local_batches: Callable[[], Iterator[dict]], *, c
         return LocalSession(local_batches, run.uri(state_file))
     return RaySession(batch_size, [column], shuffle_buffer=max(64, 4 * batch_size), stage=stage, run=run.name,
                       seed=seed)
-
-
-def ray_run_config(storage_uri: str, name: str, max_failures: int = 3):
-    """Ray Train's RunConfig for a run directory (local or s3://): the same storage path and
-    name on a rerun is what lets Train V2 restore the latest checkpoint; a failed worker
-    group is restarted from it up to `max_failures` times."""
-    import ray.train
-
-    fs, path = None, os.path.abspath(storage_uri)
-    if storage.is_remote(storage_uri):
-        fs, path = storage.pyarrow_fs(storage_uri)
-    return ray.train.RunConfig(name=name, storage_path=path, storage_filesystem=fs,
-                               failure_config=ray.train.FailureConfig(max_failures=max_failures),
-                               checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2))

@@ -71,12 +71,12 @@ def _save_encoder_file(encoder: AudioEncoder, uri: str, step: int, metrics: dict
     save_encoder(encoder, uri, step=step, metrics=metrics, config=to_dict(cfg))
 
 
-def _local_view_batches(cfg: ExperimentConfig, registry: str) -> Iterator[dict]:
+def _local_view_batches(cfg: ExperimentConfig) -> Iterator[dict]:
     """World size 1 without Ray: the augmenter's code in this process."""
     from sslsep.data.sources import KEEP_STATUSES, iter_clips
     from sslsep.views.service import SeparationAugmenter
 
-    aug = SeparationAugmenter(registry, to_dict(cfg))
+    aug = SeparationAugmenter(cfg.separation.registry, to_dict(cfg))
     rows = []
     for r in iter_clips(cfg.data, cfg.audio):
         if r["status"] in KEEP_STATUSES:
@@ -107,7 +107,7 @@ def train_loop(config: dict) -> None:
     are `separation.registry` of the config."""
     cfg = from_dict(config["cfg"], "train_loop_config")
     pre, a, run = cfg.pretrain, cfg.audio, RunDir(config["run_dir"])
-    session = open_session(config, lambda: _local_view_batches(cfg, cfg.separation.registry), column="views",
+    session = open_session(config, lambda: _local_view_batches(cfg), column="views",
                            batch_size=pre.batch_clips, stage="pretrain", run=run, seed=cfg.seed,
                            state_file="pretrain_state.pt")
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from typing import Callable
+
+from sslsep import storage
 
 from sslsep.run import RunDir
 from sslsep.training.loop import LoopSettings
@@ -19,8 +22,6 @@ def launch(train_loop: Callable[[dict], None], config: dict, s: LoopSettings,
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    from sslsep.session import ray_run_config
-
     data = datasets()
     # Ray Train resolves ingest options in its controller, where the driver's DataContext
     # (row order: data.preserve_order) is not: hand them over from here
@@ -31,3 +32,17 @@ def launch(train_loop: Callable[[dict], None], config: dict, s: LoopSettings,
                                                resources_per_worker={"CPU": s.cpus_per_worker}),
         run_config=ray_run_config(run.uri("ray_train"), name),
     ).fit()
+
+
+def ray_run_config(storage_uri: str, name: str, max_failures: int = 3):
+    """Ray Train's RunConfig for a run directory (local or s3://): the same storage path and
+    name on a rerun is what lets Train V2 restore the latest checkpoint; a failed worker
+    group is restarted from it up to `max_failures` times."""
+    import ray.train
+
+    fs, path = None, os.path.abspath(storage_uri)
+    if storage.is_remote(storage_uri):
+        fs, path = storage.pyarrow_fs(storage_uri)
+    return ray.train.RunConfig(name=name, storage_path=path, storage_filesystem=fs,
+                               failure_config=ray.train.FailureConfig(max_failures=max_failures),
+                               checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2))
