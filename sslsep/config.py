@@ -181,6 +181,14 @@ class AugmentConfig:
     same_crop: bool = _f(False, help="all views of a clip from one time span (else independent crops)")
     min_channel_db: float = _f(-30.0, max=0.0,
                                help="channels quieter than this, relative to the mixture, are not views")
+    context_seconds: float = _f(0.5, min=0.0, help="context each side of a crop that its separator also "
+                                "sees (the span separated; the whole clip when that is shorter)")
+    precision: str = _f("fp32", choices=("fp32", "bf16"), help="separators' forward pass: bf16 = autocast "
+                        "(outputs cast back to fp32 before views are cut); for GPUs")
+    max_channel_db: float = _f(20.0, help="a separated channel louder than the mixture by more than this "
+                               "(or non-finite) is bad output: its view falls back to the mixture")
+    max_bad_share: float = _f(0.5, min=0.0, max=1.0, help="a separator whose output is bad for more than "
+                              "this share of its views (after 32) stops the job, naming it")
     batch_size: int = _f(8, min=1, help="clips per separator call")
     min_actors: int = _f(1, min=1)
     max_actors: int = _f(1, min=1)

@@ -85,35 +85,53 @@ def variants(cfg: ExperimentConfig) -> dict[str, ExperimentConfig]:
     return out
 
 
-def pretrain_stage(cfg: ExperimentConfig, run: RunDir) -> dict[str, dict]:
-    """Pretrain every variant in turn (each resumes on its own) on the separators of
-    `registry_uri` (set on each variant as `separation.registry`); returns
-    {variant: {"encoder": uri, "label": description, "run_dir": uri}}."""
-    from sslsep.contrastive.train import finished, pretrain
+def shared_streams(todo: dict[str, ExperimentConfig]) -> list[list[str]]:
+    """Variant names grouped by the view stream they can share (`stream_key`), in order of
+    first appearance: the configured model, sim-only and coinc-only make one group."""
+    from sslsep.contrastive.train import stream_key
 
-    out = {}
+    groups: dict[str, list[str]] = {}
+    for name, vcfg in todo.items():
+        groups.setdefault(stream_key(vcfg), []).append(name)
+    return list(groups.values())
+
+
+def pretrain_stage(cfg: ExperimentConfig, run: RunDir) -> dict[str, dict]:
+    """Pretrain every variant on the separators of `registry_uri` (set on each variant as
+    `separation.registry`): the variants that share a view stream train together, on one
+    stream and the same batches (`pretrain_together`); each resumes or is reused from its own
+    directory. Returns {variant: {"encoder": uri, "label": description, "run_dir": uri}}."""
+    from sslsep.contrastive.train import finished, pretrain_together
+
     registry = registry_uri(cfg, run)
-    todo = variants(cfg)
-    for i, (name, vcfg) in enumerate(todo.items(), 1):
-        vcfg = replace(vcfg, {"separation.registry": registry}, origin=f"variant {name}")
-        sub = RunDir(run.uri("pretrain", name))
-        label = describe(vcfg)
-        t0 = time.monotonic()
-        if finished(sub, vcfg.pretrain.steps):
-            print(f"pretrain [{i}/{len(todo)}] {name}: done already ({sub.uri('encoder.pt')})")
-            out[name] = {"encoder": sub.uri("encoder.pt"), "label": label, "run_dir": sub.path}
+    todo = {name: replace(vcfg, {"separation.registry": registry}, origin=f"variant {name}")
+            for name, vcfg in variants(cfg).items()}
+    subs = {name: RunDir(run.uri("pretrain", name)) for name in todo}
+    order = {name: i for i, name in enumerate(todo, 1)}
+    for group in shared_streams(todo):
+        left = [n for n in group if not finished(subs[n], todo[n].pretrain.steps)]
+        for n in group:
+            if n not in left:
+                print(f"pretrain [{order[n]}/{len(todo)}] {n}: done already ({subs[n].uri('encoder.pt')})")
+        if not left:
             continue
-        print(f"pretrain [{i}/{len(todo)}] {name}: {label}, {vcfg.pretrain.steps} steps ...", flush=True)
-        uri = pretrain(vcfg, sub)
-        last = next((m for m in reversed(sub.metrics()) if m.get("stage") == "pretrain"), {})
-        print(f"pretrain [{i}/{len(todo)}] {name}: step {last.get('step')} loss {last.get('total', float('nan')):.3f}"
-              f" coincidence acc {last.get('coinc_acc', float('nan')):.2f} [{time.monotonic() - t0:.0f} s]",
-              flush=True)
-        run.log_metrics({"stage": "pretrain", "variant": name, "label": label, "step": last.get("step"),
-                         "total": last.get("total"), "coinc_acc": last.get("coinc_acc"),
-                         "wall_s": round(time.monotonic() - t0, 1)})
-        out[name] = {"encoder": uri, "label": label, "run_dir": sub.path}
-    return out
+        together = f" (one view stream for {', '.join(left)})" if len(left) > 1 else ""
+        for n in left:
+            print(f"pretrain [{order[n]}/{len(todo)}] {n}: {describe(todo[n])}, {todo[n].pretrain.steps} steps"
+                  f"{together} ...", flush=True)
+        t0 = time.monotonic()
+        pretrain_together({n: todo[n] for n in left}, {n: subs[n] for n in left})
+        wall = round(time.monotonic() - t0, 1)
+        for n in left:
+            last = next((m for m in reversed(subs[n].metrics()) if m.get("stage") == "pretrain"), {})
+            print(f"pretrain [{order[n]}/{len(todo)}] {n}: step {last.get('step')} loss "
+                  f"{last.get('total', float('nan')):.3f} coincidence acc {last.get('coinc_acc', float('nan')):.2f} "
+                  f"[{wall:.0f} s{', shared' if together else ''}]", flush=True)
+            run.log_metrics({"stage": "pretrain", "variant": n, "label": describe(todo[n]), "step": last.get("step"),
+                             "total": last.get("total"), "coinc_acc": last.get("coinc_acc"), "wall_s": wall,
+                             "trained_with": left})
+    return {n: {"encoder": subs[n].uri("encoder.pt"), "label": describe(todo[n]), "run_dir": subs[n].path}
+            for n in todo}
 
 
 def evaluation_stage(cfg: ExperimentConfig, run: RunDir, encoders: dict[str, dict]) -> dict:

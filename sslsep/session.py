@@ -128,11 +128,12 @@ class RaySession:
         return bool(t.item())
 
 
-def open_session(config: dict, local_batches: Callable[[], Iterator[dict]], *, column: str, batch_size: int,
+def open_session(config: dict, local_batches: Callable[[], Iterator[dict]], *, columns: list[str], batch_size: int,
                  stage: str, run, seed: int, state_file: str):
     """The session a stage's `train_loop(config)` runs in: in this process when `config["local"]`
-    (state in RUN_DIR/`state_file`), else Ray Train's (the "train" shard's `column`)."""
+    (state in RUN_DIR/`state_file`; `local_batches()` is called once per pass), else Ray
+    Train's (the "train" shard's `columns`)."""
     if config.get("local"):
         return LocalSession(local_batches, run.uri(state_file))
-    return RaySession(batch_size, [column], shuffle_buffer=max(64, 4 * batch_size), stage=stage, run=run.name,
+    return RaySession(batch_size, list(columns), shuffle_buffer=max(64, 4 * batch_size), stage=stage, run=run.name,
                       seed=seed)

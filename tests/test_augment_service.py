@@ -65,11 +65,28 @@ def test_bad_checkpoint_is_a_clear_error_at_start(ray_session, registry, tmp_pat
         view_dataset(load_config(None, BASE))
 
 
+def test_views_change_between_epochs_and_reproduce(ray_session, registry):
+    cfg = views_config(registry)
+    rows = list(view_dataset(cfg, epochs=2).iter_rows())
+    keys = sorted((r["clip_id"], r["epoch"]) for r in rows)
+    assert keys == sorted((f"synth-0-{i:08d}", e) for i in range(24) for e in (0, 1))
+    by = {(r["clip_id"], r["epoch"]): r for r in rows}
+    changed = sum(not np.array_equal(by[(c, 0)]["views"], by[(c, 1)]["views"]) for c, _ in keys[::2])
+    assert changed == 24  # new crops (and separators, channels) every epoch
+    assert [r["clip_id"] for r in rows[:24]] != [r["clip_id"] for r in rows[24:]]  # and a new order
+    again = {(r["clip_id"], r["epoch"]): r["views"] for r in view_dataset(cfg, epochs=2).iter_rows()}
+    for k, r in by.items():  # seeded by (seed, epoch, clip id): a rerun gives the same views
+        np.testing.assert_array_equal(again[k], r["views"])
+
+
 def test_actor_killed_mid_stream_loses_and_duplicates_nothing(ray_session, registry):
+    """Two epochs in one stream; the actor is killed mid-stream; every (clip, epoch) arrives
+    once, with exactly the views of an undisturbed run (the retried batch reproduces them)."""
     import ray
 
-    n = 160
+    n = 80
     cfg = views_config(registry, f"data.synth.num_clips={n}", "augment.batch_size=2")
+    clean = {(r["clip_id"], r["epoch"]): r["views"] for r in view_dataset(cfg, epochs=2).iter_rows()}
     killed = []
 
     def kill_one():
@@ -82,17 +99,19 @@ def test_actor_killed_mid_stream_loses_and_duplicates_nothing(ray_session, regis
                     return
             time.sleep(0.2)
 
-    ids = []
+    seen = []
     thread = None
-    for i, batch in enumerate(view_dataset(cfg).iter_batches(batch_size=2, prefetch_batches=0)):
-        ids.extend(batch["clip_id"].tolist())
+    for i, batch in enumerate(view_dataset(cfg, epochs=2).iter_batches(batch_size=2, prefetch_batches=0)):
+        for cid, epoch, views in zip(batch["clip_id"].tolist(), batch["epoch"].tolist(), batch["views"]):
+            seen.append((cid, epoch))
+            np.testing.assert_array_equal(views, clean[(cid, epoch)])
         time.sleep(0.02)  # a slow consumer keeps the actor mid-stream when it is killed
         if i == 1:
             thread = threading.Thread(target=kill_one)
             thread.start()
             thread.join()
     assert killed, "no augmenter actor was found to kill"
-    assert sorted(ids) == sorted(f"synth-0-{i:08d}" for i in range(n))
+    assert sorted(seen) == sorted((f"synth-0-{i:08d}", e) for i in range(n) for e in (0, 1))
 
 
 def test_augment_script_writes_views_to_parquet(registry, tmp_path):

@@ -5,11 +5,19 @@ computed once beforehand: `pretrain.views_source`), embeds the B x V views of it
 minimises  w_sim * NT-Xent(views of a clip are positives)  +  w_coinc * BCE(coincidence
 head: were these two views cut from the same clip?).  Negatives for NT-Xent come from every
 worker's batch (`pretrain.global_negatives`, an all_gather) or from the worker's own batch.
-Rank 0 writes metrics.jsonl and the encoder files (`encoders/step-XXXXXX.pt`, `encoder.pt`).
+
+One stream, several models: variants whose configs differ only in their loss
+(`PER_MODEL_KEYS`: the configured model, sim-only, coinc-only) train together in one loop on
+the same batches (`pretrain_together`): one module holding a model per variant, one forward,
+the sum of their losses (their parameters are disjoint, so each gets exactly its own
+gradient), one optimizer (AdamW is per parameter). Each variant keeps its own run directory
+(metrics.jsonl, `encoders/step-XXXXXX.pt`, `encoder.pt`); the shared training state lives
+with the first one. Rank 0 writes them.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Iterator
 
 import numpy as np
@@ -27,6 +35,20 @@ from sslsep.run import RunDir
 from sslsep.session import open_session
 from sslsep.training import LoopSettings, launch, run_loop
 from sslsep.training.loop import guard_note
+
+# The keys in which variants trained on one stream may differ: they change the loss only.
+PER_MODEL_KEYS = ("pretrain.w_sim", "pretrain.w_coinc", "pretrain.temperature", "pretrain.similarity")
+
+
+def stream_key(cfg: ExperimentConfig) -> str:
+    """Equal for two configs exactly when they can train on one view stream."""
+    import json
+
+    d = to_dict(cfg)
+    for key in PER_MODEL_KEYS:
+        section, name = key.split(".")
+        d[section].pop(name, None)
+    return json.dumps(d, sort_keys=True)
 
 
 class PretrainModel(nn.Module):
@@ -47,32 +69,55 @@ class PretrainModel(nn.Module):
         return z, self.coincidence(e[idx1], e[idx2])  # (B, V, P_dim), (P,)
 
 
-def step_losses(model: nn.Module, views: torch.Tensor, cfg: ExperimentConfig, gen: torch.Generator,
-                gather=None) -> tuple[torch.Tensor, dict]:
-    """One step's joint loss and its parts for views (B, V, T)."""
+class PretrainModels(nn.Module):
+    """The models that train on one view stream, by variant name: one module, so that one DDP
+    wrapper and one forward see every parameter."""
+
+    def __init__(self, models: dict[str, PretrainModel]):
+        super().__init__()
+        self.models = nn.ModuleDict(models)
+
+    def forward(self, views: torch.Tensor, pairs: dict[str, tuple[torch.Tensor, torch.Tensor]]):
+        """views (B, V, T), pair indices per variant -> {variant: (z (B, V, P_dim), logits (P,))}."""
+        return {name: m(views, *pairs[name]) for name, m in self.models.items()}
+
+
+def variant_loss(core: PretrainModel, z: torch.Tensor, logits: torch.Tensor, target: torch.Tensor,
+                 cfg: ExperimentConfig, gather=None) -> tuple[torch.Tensor, dict]:
+    """One variant's joint loss and its parts from its outputs z (B, V, P_dim), logits (P,).
+    A part with weight 0 still enters the graph times 0, so that every parameter gets a
+    gradient and multi-worker DDP needs no `find_unused_parameters`."""
     pre = cfg.pretrain
-    B, V, _ = views.shape
-    idx1, idx2, target = coincidence_pairs(B, V, generator=gen, device=views.device)
-    z, logits = model(views, idx1, idx2)
     z, logits = z.float(), logits.float()  # losses in fp32 under bf16/fp16 autocast
-    core = model.module if hasattr(model, "module") else model
-    l_sim = l_coinc = None
-    if pre.w_sim > 0:
-        W = core.bilinear.W if core.bilinear is not None else None
-        l_sim = multiview_nt_xent(z, pre.temperature, pre.similarity, W=W, gather=gather)  # (B*V,)
-    if pre.w_coinc > 0:
-        l_coinc = coincidence_loss(logits, target)  # (P,)
+    W = core.bilinear.W if core.bilinear is not None else None
+    l_sim = multiview_nt_xent(z, pre.temperature, pre.similarity, W=W, gather=gather) if pre.w_sim > 0 else None
+    l_coinc = coincidence_loss(logits, target) if pre.w_coinc > 0 else None  # (P,)
     loss, parts = joint_loss(l_sim, l_coinc, pre.w_sim, pre.w_coinc)
+    if pre.w_sim == 0:
+        loss = loss + 0.0 * (z.sum() + (W.sum() if W is not None else 0.0))
+    if pre.w_coinc == 0:
+        loss = loss + 0.0 * logits.sum()
     parts["coinc_acc"] = coincidence_accuracy(logits.detach(), target)
     return loss, parts
+
+
+def build_model(cfg: ExperimentConfig) -> PretrainModel:
+    """The variant's encoder and heads, seeded by `cfg.seed`: identical on every rank, and the
+    same whether the variant trains alone or with others."""
+    pre, a = cfg.pretrain, cfg.audio
+    torch.manual_seed(cfg.seed)
+    encoder = build_encoder(pre.arch, embed_dim=pre.embed_dim, proj_dim=pre.proj_dim, pool=pre.pool,
+                            sample_rate=a.sample_rate, n_mels=a.n_mels, win_ms=a.win_ms, hop_ms=a.hop_ms,
+                            f_min=a.f_min, f_max=min(a.f_max, a.sample_rate / 2))
+    return PretrainModel(encoder, pre.similarity)
 
 
 def _save_encoder_file(encoder: AudioEncoder, uri: str, step: int, metrics: dict, cfg: ExperimentConfig) -> None:
     save_encoder(encoder, uri, step=step, metrics=metrics, config=to_dict(cfg))
 
 
-def _local_view_batches(cfg: ExperimentConfig) -> Iterator[dict]:
-    """World size 1 without Ray: the augmenter's code in this process."""
+def _local_view_batches(cfg: ExperimentConfig, epoch: int) -> Iterator[dict]:
+    """World size 1 without Ray: the augmenter's code in this process, one epoch of the source."""
     from sslsep.data.sources import KEEP_STATUSES, iter_clips
     from sslsep.views.service import SeparationAugmenter
 
@@ -82,18 +127,37 @@ def _local_view_batches(cfg: ExperimentConfig) -> Iterator[dict]:
         if r["status"] in KEEP_STATUSES:
             rows.append(r)
         if len(rows) == cfg.pretrain.batch_clips:
-            out = aug({"clip_id": np.array([x["clip_id"] for x in rows]),
+            out = aug({"clip_id": np.array([x["clip_id"] for x in rows]), "epoch": np.full(len(rows), epoch),
                        "audio": np.stack([x["audio"] for x in rows])})
-            yield {"views": torch.from_numpy(out["views"])}  # (B, V, crop)
+            yield {k: torch.from_numpy(out[k]) for k in ("views", "fallbacks") if k in out}  # (B, V, crop), (B, K)
             rows = []
 
 
-def contrastive_step(cfg: ExperimentConfig, gen: torch.Generator, gather=None):
-    """The stage's step function: views (B, V, T) -> joint loss and its parts (floats)."""
+def contrastive_step(cfgs: dict[str, ExperimentConfig], gens: dict[str, torch.Generator], gather=None,
+                     separators: list[str] = ()):
+    """The stage's step function: views (B, V, T) -> the sum of every variant's loss and the
+    parts (floats; keys prefixed `variant/` when several variants train together), with the
+    share of views per separator that fell back to the mixture (`fallback_share/<name>`)."""
+    prefix = len(cfgs) > 1
 
     def step(model: nn.Module, batch: dict) -> tuple[torch.Tensor, dict]:
-        loss, parts = step_losses(model, batch["views"], cfg, gen, gather)
-        return loss, {k: float(v) for k, v in parts.items()}
+        views = batch["views"]
+        B, V, _ = views.shape
+        pairs = {n: coincidence_pairs(B, V, generator=gens[n], device=views.device) for n in cfgs}
+        outs = model(views, {n: p[:2] for n, p in pairs.items()})
+        core = model.module if hasattr(model, "module") else model
+        total, parts = None, {}
+        for n, cfg in cfgs.items():
+            z, logits = outs[n]
+            loss, p = variant_loss(core.models[n], z, logits, pairs[n][2], cfg, gather)
+            total = loss if total is None else total + loss
+            parts.update({(f"{n}/{k}" if prefix else k): float(v) for k, v in p.items()})
+        if prefix:
+            parts["total"] = float(total.detach())
+        if "fallbacks" in batch:
+            shares = batch["fallbacks"].float().sum(0) / (B * V)  # (K,)
+            parts.update({f"fallback_share/{name}": float(x) for name, x in zip(separators, shares)})
+        return total, parts
 
     return step
 
@@ -102,30 +166,59 @@ def loop_settings(cfg: ExperimentConfig) -> LoopSettings:
     return LoopSettings.of("pretrain", cfg.pretrain, report_every=cfg.pretrain.log_every)
 
 
+def split_metrics(metrics: dict, names: list[str]) -> dict[str, dict]:
+    """A metrics line of variants trained together -> one line per variant: its own parts
+    (the `variant/` prefix stripped) and the shared figures (step, lr, throughput, fallbacks);
+    the sum of their losses (`total`) is the group's only."""
+    shared = {k: v for k, v in metrics.items() if k != "total" and not any(k.startswith(f"{n}/") for n in names)}
+    return {n: {**shared, **{k[len(n) + 1:]: v for k, v in metrics.items() if k.startswith(f"{n}/")}}
+            for n in names}
+
+
+class VariantLogs:
+    """Writes each variant's line of `split_metrics` to its own metrics.jsonl."""
+
+    def __init__(self, runs: dict[str, RunDir]):
+        self.runs = runs
+
+    def log_metrics(self, metrics: dict) -> None:
+        for n, line in split_metrics(metrics, list(self.runs)).items():
+            self.runs[n].log_metrics(line)
+
+
 def train_loop(config: dict) -> None:
-    """Per-worker pretraining. config = {"cfg": dict, "run_dir": str, "local": bool}; the separators
-    are `separation.registry` of the config."""
+    """Per-worker pretraining. config = {"cfg": dict, "run_dir": str, "local": bool} for one model,
+    plus {"variants": {name: {"cfg": dict, "run_dir": str}}} for several on one stream (then
+    "cfg"/"run_dir" are the first variant's: its directory keeps the training state). The
+    separators are `separation.registry` of the config."""
+    from sslsep.views.service import separator_names
+
     cfg = from_dict(config["cfg"], "train_loop_config")
-    pre, a, run = cfg.pretrain, cfg.audio, RunDir(config["run_dir"])
-    session = open_session(config, lambda: _local_view_batches(cfg), column="views",
+    members = config.get("variants") or {"model": {"cfg": config["cfg"], "run_dir": config["run_dir"]}}
+    cfgs = {n: from_dict(v["cfg"], f"train_loop_config (variant {n})") for n, v in members.items()}
+    runs = {n: RunDir(v["run_dir"]) for n, v in members.items()}
+    pre, run = cfg.pretrain, RunDir(config["run_dir"])
+    separators = separator_names(cfg)
+    epochs = iter(range(1_000_000))
+    session = open_session(config, lambda: _local_view_batches(cfg, next(epochs)),
+                           columns=["views"] + (["fallbacks"] if separators else []),
                            batch_size=pre.batch_clips, stage="pretrain", run=run, seed=cfg.seed,
                            state_file="pretrain_state.pt")
-    torch.manual_seed(cfg.seed)  # identical initial weights on every rank
-    encoder = build_encoder(pre.arch, embed_dim=pre.embed_dim, proj_dim=pre.proj_dim, pool=pre.pool,
-                            sample_rate=a.sample_rate, n_mels=a.n_mels, win_ms=a.win_ms, hop_ms=a.hop_ms,
-                            f_min=a.f_min, f_max=min(a.f_max, a.sample_rate / 2))
-    model = PretrainModel(encoder, pre.similarity)
+    model = PretrainModels({n: build_model(c) for n, c in cfgs.items()})
     optimizer = torch.optim.AdamW(model.parameters(), lr=pre.lr, weight_decay=pre.weight_decay)
     gather = all_gather_with_grad if pre.global_negatives and session.world_size > 1 else None
-    gen = torch.Generator(device="cpu").manual_seed(cfg.seed * 1000 + session.rank)
+    gens = {n: torch.Generator(device="cpu").manual_seed(cfg.seed * 1000 + session.rank) for n in cfgs}
 
     def save(core: nn.Module, step: int, metrics: dict, done: bool) -> None:
-        _save_encoder_file(core.encoder, run.uri("encoders", f"step-{step:06d}.pt"), step, metrics, cfg)
-        if done:  # written last: its presence marks the run finished
-            _save_encoder_file(core.encoder, run.uri("encoder.pt"), step, metrics, cfg)
+        lines = split_metrics(metrics, list(runs)) if len(runs) > 1 else {n: metrics for n in runs}
+        for n, m in core.models.items():
+            _save_encoder_file(m.encoder, runs[n].uri("encoders", f"step-{step:06d}.pt"), step, lines[n], cfgs[n])
+            if done:  # written last: its presence marks the run finished
+                _save_encoder_file(m.encoder, runs[n].uri("encoder.pt"), step, lines[n], cfgs[n])
 
-    run_loop(session, loop_settings(cfg), model, optimizer, contrastive_step(cfg, gen, gather), run=run,
-             save=save, channels_last=True,
+    run_loop(session, loop_settings(cfg), model, optimizer, contrastive_step(cfgs, gens, gather, separators),
+             run=VariantLogs(runs) if len(runs) > 1 else run, save=save, channels_last=True,
+             clip_groups=lambda core: [m.parameters() for m in core.models.values()],
              no_batch="no training batch: fewer usable clips than pretrain.batch_clips")
 
 
@@ -142,21 +235,49 @@ def finished(run: RunDir, steps: int) -> bool:
 def pretrain(cfg: ExperimentConfig, run: RunDir) -> str:
     """Train (or resume, or reuse) the encoder on views from the separators of
     `separation.registry`; returns the URI of RUN_DIR/encoder.pt."""
-    out = run.uri("encoder.pt")
-    if finished(run, cfg.pretrain.steps):
+    return pretrain_together({"model": cfg}, {"model": run})["model"]
+
+
+def pretrain_together(cfgs: dict[str, ExperimentConfig], runs: dict[str, RunDir]) -> dict[str, str]:
+    """Train the variants `cfgs` (equal `stream_key`) on one view stream, each into its own run
+    directory (resuming together, skipped when all are finished); returns their encoder URIs."""
+    names = list(cfgs)
+    keys = {stream_key(c) for c in cfgs.values()}
+    if len(keys) != 1:
+        raise ValueError(f"variants {names} differ in more than {PER_MODEL_KEYS}: they need a stream each")
+    first = cfgs[names[0]]
+    out = {n: runs[n].uri("encoder.pt") for n in names}
+    if all(finished(runs[n], first.pretrain.steps) for n in names):
         return out
-    config = {"cfg": to_dict(cfg), "run_dir": run.path}
-    launch(train_loop, config, loop_settings(cfg), lambda: {"train": train_dataset(cfg)}, run, "pretrain")
-    note = guard_note("pretrain", f"pretrain.max_minutes={cfg.pretrain.max_minutes:g}", read_checkpoint(out)["metrics"])
+    config = {"cfg": to_dict(first), "run_dir": runs[names[0]].path}
+    if len(names) > 1:
+        config["variants"] = {n: {"cfg": to_dict(cfgs[n]), "run_dir": runs[n].path} for n in names}
+    launch(train_loop, config, loop_settings(first), lambda: {"train": train_dataset(first)}, runs[names[0]],
+           "pretrain")
+    note = guard_note("pretrain", f"pretrain.max_minutes={first.pretrain.max_minutes:g}",
+                      read_checkpoint(out[names[0]])["metrics"])
     if note:
         print(note, flush=True)
     return out
 
 
-def train_dataset(cfg: ExperimentConfig):
-    """The Ray Dataset of views (the views column only): fed live by the augmentation
-    service, or computed once and held in the object store (`pretrain.views_source`)."""
-    from sslsep.views.service import view_dataset
+def stream_epochs(cfg: ExperimentConfig) -> int:
+    """Epochs of the source in one training stream: enough for every step of every worker,
+    plus one for skipped clips and uneven shards (only what training consumes is computed)."""
+    from sslsep.data.sources import source_size
 
-    ds = view_dataset(cfg).select_columns(["views"], num_cpus=cfg.data.cpus_per_task)
-    return ds.materialize() if cfg.pretrain.views_source == "precomputed" else ds
+    pre = cfg.pretrain
+    return math.ceil(pre.steps * pre.batch_clips * pre.num_workers / max(1, source_size(cfg.data))) + 1
+
+
+def train_dataset(cfg: ExperimentConfig):
+    """The Ray Dataset of views (views and per-separator fallbacks): fed live by the augmentation
+    service as one stream of `stream_epochs` epochs, each with new views; or computed once (one
+    epoch) and held in the object store (`pretrain.views_source`)."""
+    from sslsep.views.service import separator_names, view_dataset
+
+    live = cfg.pretrain.views_source == "live"
+    columns = ["views"] + (["fallbacks"] if separator_names(cfg) else [])
+    ds = view_dataset(cfg, epochs=stream_epochs(cfg) if live else 1)
+    ds = ds.select_columns(columns, num_cpus=cfg.data.cpus_per_task)
+    return ds if live else ds.materialize()

@@ -106,7 +106,7 @@ def object_column(lists) -> np.ndarray:
     return col
 
 
-def _empty_batch(audio: AudioConfig) -> dict:
+def _empty_batch(audio: AudioConfig) -> dict:  # (no epoch: callers add it)
     return {"clip_id": np.array([], dtype=object), "audio": np.zeros((0, audio.num_samples), np.float32),
             "sample_rate": np.array([], np.int64), "labels": np.array([], dtype=object),
             "fold": np.array([], np.int64), "group": np.array([], dtype=object),
@@ -278,40 +278,53 @@ def iter_clips(cfg: DataConfig, audio: AudioConfig, *, with_stems: bool = False,
 
 def clip_dataset(cfg: DataConfig, audio: AudioConfig, *, with_stems: bool = False,
                  split: str | None = None, val_fraction: float = 0.0, shuffle_seed: int | None = None,
-                 parallelism: int = -1):
-    """The configured source as a streaming ray.data.Dataset of clip rows (see `iter_clips`).
-    `shuffle_seed` orders files (folders) or blocks (shards) at random, cheaply: folders list
-    a recording's clips side by side, and training pairs must not come from one recording."""
+                 parallelism: int = -1, epochs: int = 1):
+    """The configured source as a streaming ray.data.Dataset of clip rows (see `iter_clips`)
+    with an `epoch` column: `epochs` passes over the source in one stream (a trainer reads
+    them without the pipeline restarting between epochs; views are seeded by epoch).
+    `shuffle_seed` orders files (folders), scenes (synthetic) or blocks (shards) at random
+    and anew each epoch, cheaply: folders list a recording's clips side by side, and training
+    pairs must not come from one recording."""
     import ray.data
 
+    if epochs < 1:
+        raise ValueError(f"epochs must be at least 1, got {epochs}")
     # a Dataset copies the driver's DataContext when it is made: every Dataset that starts here
     # (and what Ray Train's ingest derives from it) yields rows in order, or not, by one key
     ray.data.DataContext.get_current().execution_options.preserve_order = cfg.preserve_order
     kind = resolve_source(cfg)
+
+    def order(n: int, epoch: int) -> np.ndarray:
+        if shuffle_seed is None:
+            return np.arange(n)
+        return np.random.default_rng([shuffle_seed, epoch]).permutation(n)
+
     if kind == "synthetic":
-        # scene indices in memory (8 bytes a clip): no read tasks, which would each hold a CPU
+        # (epoch, scene index) pairs in memory (16 bytes a clip): no read tasks, which would each hold a CPU
         n = cfg.synth.num_clips
-        blocks = parallelism if parallelism > 0 else max(1, min(n // 64, 2000))
-        ds = ray.data.from_numpy(np.array_split(np.arange(n), blocks))
+        pairs = np.concatenate([np.stack([np.full(n, e), order(n, e)], axis=1) for e in range(epochs)])  # (E*n, 2)
+        blocks = parallelism if parallelism > 0 else max(1, min(len(pairs) // 64, 2000))
+        ds = ray.data.from_numpy(np.array_split(pairs, blocks))
 
         def synth(batch: dict) -> dict:
-            return _stack([_synth_row(int(i), cfg, audio, with_stems) for i in batch["data"]])
+            out = _stack([_synth_row(int(i), cfg, audio, with_stems) for i in batch["data"][:, 1]])
+            return {**out, "epoch": batch["data"][:, 0].astype(np.int64)}
 
         return ds.map_batches(synth, batch_size=16, batch_format="numpy",
                               num_cpus=cfg.cpus_per_task)
     if kind == "folder":
         items, _, _ = folder_items(cfg, split, val_fraction)
-        if shuffle_seed is not None:
-            items = [items[i] for i in np.random.default_rng(shuffle_seed).permutation(len(items))]
+        rows = [{**vars(items[i]), "epoch": e} for e in range(epochs) for i in order(len(items), e)]
         # blocks of ~16 files: enough tasks to keep every core busy, few enough to be cheap
-        blocks = parallelism if parallelism > 0 else max(1, min(len(items) // 16, 2000))
-        ds = ray.data.from_items([vars(i) for i in items], override_num_blocks=blocks)
+        blocks = parallelism if parallelism > 0 else max(1, min(len(rows) // 16, 2000))
+        ds = ray.data.from_items(rows, override_num_blocks=blocks)
 
         def decode_files(batch: dict) -> dict:
             n = len(batch["uri"])
-            return _stack([_read_or_skip(FolderItem(batch["uri"][i], batch["clip_id"][i],
-                                                    list(batch["labels"][i]), int(batch["fold"][i]),
-                                                    batch["group"][i]), audio) for i in range(n)])
+            out = _stack([_read_or_skip(FolderItem(batch["uri"][i], batch["clip_id"][i],
+                                                   list(batch["labels"][i]), int(batch["fold"][i]),
+                                                   batch["group"][i]), audio) for i in range(n)])
+            return {**out, "epoch": batch["epoch"].astype(np.int64)}
 
         return ds.map_batches(decode_files, batch_size=16, batch_format="numpy",
                               num_cpus=cfg.cpus_per_task)
@@ -319,19 +332,42 @@ def clip_dataset(cfg: DataConfig, audio: AudioConfig, *, with_stems: bool = Fals
     check_shards(uris)
     fs, _ = storage.pyarrow_fs(uris[0])
     paths = [storage.get_fs(u)[1] for u in uris]
-    ds = ray.data.read_parquet(paths, filesystem=fs, override_num_blocks=parallelism,
-                               ray_remote_args={"num_cpus": cfg.cpus_per_task})
-    if cfg.max_clips:
-        ds = ds.limit(cfg.max_clips)
-    if shuffle_seed is not None:
-        ds = ds.randomize_block_order(seed=shuffle_seed)
 
-    def decode_shard(batch: dict) -> dict:
-        rows = _shard_batch_rows(batch, audio, split, val_fraction)
-        return _stack(rows) if rows else _empty_batch(audio)
+    def one_epoch(epoch: int):
+        ds = ray.data.read_parquet(paths, filesystem=fs, override_num_blocks=parallelism,
+                                   ray_remote_args={"num_cpus": cfg.cpus_per_task})
+        if cfg.max_clips:
+            ds = ds.limit(cfg.max_clips)
+        if shuffle_seed is not None:
+            ds = ds.randomize_block_order(seed=shuffle_seed + epoch)
 
-    return ds.map_batches(decode_shard, batch_size=16, batch_format="numpy",
-                              num_cpus=cfg.cpus_per_task)
+        def decode_shard(batch: dict) -> dict:
+            rows = _shard_batch_rows(batch, audio, split, val_fraction)
+            out = _stack(rows) if rows else _empty_batch(audio)
+            return {**out, "epoch": np.full(len(out["clip_id"]), epoch, np.int64)}
+
+        return ds.map_batches(decode_shard, batch_size=16, batch_format="numpy", num_cpus=cfg.cpus_per_task)
+
+    first = one_epoch(0)
+    return first.union(*[one_epoch(e) for e in range(1, epochs)]) if epochs > 1 else first
+
+
+def source_size(cfg: DataConfig) -> int:
+    """Clips in the configured source before decoding (skips are found later): scene count,
+    audio files listed, or shard rows from the Parquet footers. Sizes a training stream."""
+    kind = resolve_source(cfg)
+    if kind == "synthetic":
+        n = cfg.synth.num_clips
+    elif kind == "folder":
+        n = len(folder_items(cfg)[0])
+    else:
+        import pyarrow.parquet as pq
+
+        n = 0
+        for u in shard_uris(cfg.path):
+            fs, path = storage.pyarrow_fs(u)
+            n += pq.read_metadata(path, filesystem=fs).num_rows
+    return min(n, cfg.max_clips) if cfg.max_clips else n
 
 
 def usable(ds, num_cpus: float = 0.5):

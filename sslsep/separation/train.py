@@ -168,7 +168,7 @@ def train_loop(config: dict) -> None:
     """Per-worker MixIT training. config = {"cfg": resolved config dict, "run_dir": str}."""
     cfg = from_dict(config["cfg"], "train_loop_config")
     sep, run = cfg.separation, RunDir(config["run_dir"])
-    session = open_session(config, lambda: _local_batches(cfg), column="audio", batch_size=sep.batch_clips,
+    session = open_session(config, lambda: _local_batches(cfg), columns=["audio"], batch_size=sep.batch_clips,
                            stage="separation", run=run, seed=cfg.seed, state_file="separator_train_state.pt")
     torch.manual_seed(cfg.seed + session.rank)
     model = build_separator(sep.size, sample_rate=cfg.audio.sample_rate, **sep.model_overrides())

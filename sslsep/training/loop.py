@@ -20,7 +20,6 @@ import numpy as np
 import torch
 
 from sslsep.config import TrainingConfig
-from sslsep.run import RunDir
 from sslsep.session import device as session_device
 from sslsep.training.schedule import autocast, grad_scaler, lr_factor, set_lr
 
@@ -94,10 +93,13 @@ def _batch_size(batch: dict) -> int:
 
 
 def run_loop(session, s: LoopSettings, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-             step_fn: StepFn, *, run: RunDir, save: SaveFn, validate: Callable[[torch.nn.Module], dict] | None = None,
-             channels_last: bool = False, no_batch: str = "no training batch") -> None:
+             step_fn: StepFn, *, run, save: SaveFn, validate: Callable[[torch.nn.Module], dict] | None = None,
+             channels_last: bool = False, no_batch: str = "no training batch",
+             clip_groups: Callable[[torch.nn.Module], list] | None = None) -> None:
     """Train `model` (unwrapped, on the CPU) to `s.steps` on `session`'s batches, resuming from
-    the session's latest state. Rank 0 validates, saves kept steps and writes metrics.jsonl."""
+    the session's latest state. Rank 0 validates, saves kept steps and writes metrics.jsonl
+    (`run.log_metrics`). `clip_groups(core)`: the parameter groups whose gradient norm is
+    clipped apart (several models in one module); default: all of them together."""
     torch.set_num_threads(s.torch_threads)
     device = session_device()
     scaler = grad_scaler(s.precision, device)
@@ -130,7 +132,8 @@ def run_loop(session, s: LoopSettings, model: torch.nn.Module, optimizer: torch.
             scaler.scale(loss).backward()
             if s.grad_clip:
                 scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(core.parameters(), s.grad_clip)
+                for params in (clip_groups(core) if clip_groups else [core.parameters()]):
+                    torch.nn.utils.clip_grad_norm_(params, s.grad_clip)
             scaler.step(optimizer)
             scaler.update()
             step += 1

@@ -5,8 +5,12 @@ and sums of channel subsets, from one separator or from several (Fonseca et al. 
 Planning (which view, from which separator and channels, where to crop) is separate from
 rendering (cutting the samples) so that plans are cheap to test and to log.
 
-Every random choice comes from the generator passed in; the service seeds it from the
-clip id, so a retried batch (after an actor restart) gives the same views.
+Planning runs in two steps around separation: `draw_views` picks each view's crop, separator
+and kind before any separator runs (so only the drawn separators run, on the drawn spans),
+and `resolve_views` picks channels among the usable ones of each separated crop.
+Every random choice comes from the generator passed in; the service seeds it from
+(seed, epoch, clip id), so a new epoch gives new views and a retried batch (after an actor
+restart) gives the same ones.
 """
 
 from __future__ import annotations
@@ -59,57 +63,117 @@ def _subsets(active: np.ndarray) -> list[tuple[int, ...]]:
     return [c for k in range(2, len(idx) + 1) for c in combinations(idx.tolist(), k) if k < m]
 
 
-def plan_views(rng: np.random.Generator, num_views: int, kinds: list[str],
-               active: dict[str, np.ndarray], clip_len: int, crop_len: int,
-               same_crop: bool = False, across_separators: bool = True,
-               anchor_mixture: bool = False) -> list[ViewSpec]:
-    """Choose `num_views` views of one clip.
+@dataclass(frozen=True)
+class ViewDraw:
+    """A view as chosen before any separator runs: its crop, the separator it draws on ('' =
+    the mixture: nothing to separate) and the kind drawn for it, which `resolve_views` keeps
+    when the separated crop can supply it."""
+    kind: str
+    separator: str
+    offset: int
 
-    active: separator name -> (M,) bool of its usable channels. A kind that a separator
-    cannot supply (no active channel; fewer than two for a sum) is not drawn for it; when
-    nothing separated is usable the view falls back to the mixture. Views of one clip are
-    distinct where the clip allows it. `anchor_mixture` makes the first view the mixture
-    (the mixture <-> channel comparison).
-    """
-    names = sorted(active)
+
+def draw_views(rng: np.random.Generator, num_views: int, kinds: list[str], separators: list[str],
+               clip_len: int, crop_len: int, same_crop: bool = False, across_separators: bool = True,
+               anchor_mixture: bool = False) -> list[ViewDraw]:
+    """Step 1 of planning, before separation: per view a crop, a separator and a kind, each
+    uniform (a separator per clip with `across_separators=False`). Mixture draws need no
+    separator; a second mixture view of a clip is redrawn, as `plan_views` always did.
+    `anchor_mixture` makes the first view the mixture (the mixture <-> channel comparison)."""
+    names = sorted(separators)
     offsets = _crop_offsets(rng, num_views, clip_len, crop_len, same_crop)
     fixed = names[int(rng.integers(len(names)))] if names and not across_separators else None
-    specs: list[ViewSpec] = []
-    used: set[tuple] = set()
+    draws: list[ViewDraw] = []
     for n, offset in enumerate(offsets):
         if anchor_mixture and n == 0:
-            specs.append(ViewSpec("mixture", "", (), offset))
-            used.add(("mixture", "", ()))
+            draws.append(ViewDraw("mixture", "", offset))
             continue
-        spec = None
-        for _ in range(8):  # a few draws to avoid repeating a view of this clip
+        for _ in range(8):  # a few draws to avoid a second mixture view of this clip
             sep = fixed or (names[int(rng.integers(len(names)))] if names else "")
-            options = {"mixture": [()] if "mixture" in kinds else [],
-                       "channel": [(int(c),) for c in np.flatnonzero(active[sep])]
-                       if sep and "channel" in kinds else [],
-                       "sum": _subsets(active[sep]) if sep and "sum" in kinds else []}
+            kind = kinds[int(rng.integers(len(kinds)))] if sep else "mixture"
+            if kind != "mixture" or all(d.kind != "mixture" for d in draws):
+                break
+        draws.append(ViewDraw(kind, sep if kind != "mixture" else "", offset))
+    return draws
+
+
+def _options(kinds: list[str], active: np.ndarray | None) -> dict[str, list[tuple[int, ...]]]:
+    """What a separated crop with usable channels `active` (None: no separated crop) offers."""
+    return {"mixture": [()] if "mixture" in kinds else [],
+            "channel": [(int(c),) for c in np.flatnonzero(active)] if active is not None and "channel" in kinds
+            else [],
+            "sum": _subsets(active) if active is not None and "sum" in kinds else []}
+
+
+def resolve_views(rng: np.random.Generator, draws: list[ViewDraw], kinds: list[str],
+                  active: list[np.ndarray | None]) -> list[ViewSpec]:
+    """Step 2, after separation: channels for each view among the usable ones of its own
+    separated crop. active[v]: (M,) bool for view v's crop (None for mixture draws and
+    for a crop whose separator failed). A drawn kind the crop cannot supply (no usable
+    channel; fewer than two for a sum) is redrawn among the kinds it can, so each kind is
+    uniform over the feasible ones, as in `plan_views`; with none the view is the mixture.
+    Views of one clip are distinct where the clip allows it."""
+    specs: list[ViewSpec] = []
+    used: set[tuple] = set()
+    for d, act in zip(draws, active):
+        if d.kind == "mixture" or act is None:
+            spec = ViewSpec("mixture", "", (), d.offset)
+        else:
+            options = _options(kinds, act)
             feasible = [k for k in kinds if options[k]]
-            if not feasible:
-                spec = ViewSpec("mixture", "", (), offset)
-                break
-            kind = feasible[int(rng.integers(len(feasible)))]
-            chans = options[kind][int(rng.integers(len(options[kind])))]
-            spec = ViewSpec(kind, sep if kind != "mixture" else "", chans, offset)
-            if (spec.kind, spec.separator, spec.channels) not in used:
-                break
+            kind = d.kind
+            for attempt in range(8):  # a few draws to avoid repeating a view of this clip
+                if not feasible:
+                    spec = ViewSpec("mixture", "", (), d.offset)
+                    break
+                if attempt or not options[kind]:
+                    kind = feasible[int(rng.integers(len(feasible)))]
+                chans = options[kind][int(rng.integers(len(options[kind])))]
+                spec = ViewSpec(kind, d.separator if kind != "mixture" else "", chans, d.offset)
+                if (spec.kind, spec.separator, spec.channels) not in used:
+                    break
         used.add((spec.kind, spec.separator, spec.channels))
         specs.append(spec)
     return specs
 
 
-def render_views(mixture: np.ndarray, sources: dict[str, np.ndarray], specs: list[ViewSpec],
-                 crop_len: int) -> np.ndarray:
-    """mixture (T,), sources name -> (M, T) -> views (V, crop_len) float32."""
+def plan_views(rng: np.random.Generator, num_views: int, kinds: list[str],
+               active: dict[str, np.ndarray], clip_len: int, crop_len: int,
+               same_crop: bool = False, across_separators: bool = True,
+               anchor_mixture: bool = False) -> list[ViewSpec]:
+    """Both steps for one clip whose separators' usable channels are known up front
+    (active: separator name -> (M,) bool): the views' distribution, in one call, for tests
+    and logs. The service runs the steps apart, separating in between only what was drawn."""
+    draws = draw_views(rng, num_views, kinds, list(active), clip_len, crop_len, same_crop,
+                       across_separators, anchor_mixture)
+    return resolve_views(rng, draws, kinds, [active[d.separator] if d.separator else None for d in draws])
+
+
+def span_start(offset: int, crop_len: int, clip_len: int, margin: int) -> int:
+    """First sample of the span a view's separator runs on: the crop with `margin` samples of
+    context each side, shifted inside the clip at its edges so that every span of a config
+    has the same length, min(clip, crop + 2 * margin) (spans of one separator batch together)."""
+    length = min(clip_len, crop_len + 2 * margin)
+    return int(min(max(offset - margin, 0), clip_len - length))
+
+
+def bad_output(channels: np.ndarray, mixture: np.ndarray, max_db: float) -> bool:
+    """channels (M, T) of one separated crop, mixture (T,): non-finite, or a channel louder than
+    the mixture by more than `max_db` (a diverged checkpoint; mixture consistency makes a sane
+    separator's channels sum to the mixture)."""
+    if not np.isfinite(channels).all():
+        return True
+    return bool((energy_db(channels) - energy_db(mixture) > max_db).any())
+
+
+def render_views(mixture: np.ndarray, specs: list[ViewSpec], crop_len: int,
+                 separated: list[np.ndarray | None]) -> np.ndarray:
+    """mixture (T,), separated[v] = view v's separated channels on its own crop (M, crop_len)
+    or None -> views (V, crop_len) float32."""
     out = np.empty((len(specs), crop_len), np.float32)  # (V, crop)
     for v, s in enumerate(specs):
-        window = slice(s.offset, s.offset + crop_len)
         if s.kind == "mixture":
-            out[v] = mixture[window]
+            out[v] = mixture[s.offset:s.offset + crop_len]
         else:
-            out[v] = sources[s.separator][list(s.channels), window].sum(axis=0)
+            out[v] = separated[v][list(s.channels)].sum(axis=0)
     return out

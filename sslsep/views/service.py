@@ -1,14 +1,24 @@
 """The separation augmentation service: a Ray Data actor pool that turns clips into views.
 
-    clips (tasks: read, decode, crop) -> map_batches(SeparationAugmenter, ActorPoolStrategy)
-        -> rows {clip_id, views f32[V, crop], view_kind[V], view_separator[V], view_channels[V], labels}
+    clips (tasks: read, decode) -> map_batches(SeparationAugmenter, ActorPoolStrategy)
+        -> rows {clip_id, epoch, views f32[V, crop], view_kind[V], view_separator[V],
+                 view_channels[V], view_fallback[V], fallbacks f32[K], labels}
 
-Each actor loads its K separators once (local or s3:// registry), runs them batched on its
-device (a GPU share when it has one) and builds each clip's views with the pure functions
-of sslsep.views.builders. Actors that die are restarted by Ray Data and their batches
-retried; views are seeded by clip id, so a retry reproduces them exactly.
-Metrics (ray.util.metrics, exported to the Ray dashboard / Prometheus):
-sslsep_views_total, sslsep_clips_total, sslsep_separator_latency_s, sslsep_augmenter_idle_s.
+Separate once, view many. For each clip of a batch the actor first draws its views (crop,
+separator, kind; `draw_views`, seeded by (seed, epoch, clip id)), then runs each drawn
+separator once, batched, on the drawn spans only (crop + `augment.context_seconds` each
+side), and last picks channels among the usable ones of each separated crop. Mixture views
+and separators no view drew cost nothing. The batch is copied to the device once; spans are
+cut there; separators run under bf16 autocast with `augment.precision=bf16`.
+Bad output (non-finite, or a channel far louder than the mixture: a diverged checkpoint, a
+pathological clip) never reaches the trainer: the view falls back to the mixture, is named in
+`view_fallback` and counted per separator (`fallbacks`: per clip, one column per separator of
+`separator_names`); a separator that is bad for most of its views stops the job, naming it.
+Actors that die are restarted by Ray Data and their batches retried: the same seeds give the
+same views. Metrics (ray.util.metrics, exported to the Ray dashboard / Prometheus):
+sslsep_views_total, sslsep_clips_total, sslsep_separator_calls_total{separator},
+sslsep_separated_seconds_total{separator}, sslsep_separator_fallbacks_total{separator},
+sslsep_separator_latency_s, sslsep_augmenter_idle_s.
 """
 
 from __future__ import annotations
@@ -24,9 +34,11 @@ from sslsep.config import ExperimentConfig, from_dict, to_dict
 from sslsep.data.sources import object_column
 from sslsep.separation.model import Separator
 from sslsep.separation.registry import read_registry, select
-from sslsep.views.builders import active_channels, plan_views, render_views
+from sslsep.views.builders import (ViewDraw, active_channels, bad_output, draw_views, render_views,
+                                   resolve_views, span_start)
 
-VIEW_COLUMNS = ("clip_id", "views", "view_kind", "view_separator", "view_channels", "labels")
+VIEW_COLUMNS = ("clip_id", "epoch", "views", "view_kind", "view_separator", "view_channels", "view_fallback",
+                "labels")
 
 
 def load_separators(registry_uri: str, wanted: list[str], device: str = "cpu") -> dict[str, Separator]:
@@ -41,8 +53,18 @@ def load_separators(registry_uri: str, wanted: list[str], device: str = "cpu") -
     return models
 
 
-def _seed(clip_id: str, seed: int) -> np.random.Generator:
-    return np.random.default_rng([seed, zlib.crc32(clip_id.encode())])
+def view_rng(seed: int, epoch: int, clip_id: str) -> np.random.Generator:
+    """The generator of one clip's views in one epoch: a new epoch, new views; a retry, the same."""
+    return np.random.default_rng([seed, int(epoch), zlib.crc32(clip_id.encode())])
+
+
+def separator_names(cfg: ExperimentConfig) -> list[str]:
+    """The separators the views draw on, in the order of the `fallbacks` column ([] for
+    mixture-only views)."""
+    if cfg.augment.kinds == ["mixture"]:
+        return []
+    wanted = [int(w) if str(w).isdigit() else w for w in cfg.augment.separators]
+    return sorted(e["name"] for e in select(read_registry(cfg.separation.registry), wanted))
 
 
 def _in_ray() -> bool:
@@ -62,34 +84,91 @@ class _ServiceMetrics:
 
         self.views = metrics.Counter("sslsep_views_total", "views produced by the augmentation service")
         self.clips = metrics.Counter("sslsep_clips_total", "clips turned into views")
+        self.calls = metrics.Counter("sslsep_separator_calls_total", "separator forward calls (one per "
+                                     "separator and batch)", tag_keys=("separator",))
+        self.seconds = metrics.Counter("sslsep_separated_seconds_total", "seconds of audio separated "
+                                       "(spans, context included)", tag_keys=("separator",))
+        self.fallbacks = metrics.Counter("sslsep_separator_fallbacks_total", "views whose separated crop was "
+                                         "bad output and fell back to the mixture", tag_keys=("separator",))
         self.latency = metrics.Histogram("sslsep_separator_latency_s", "separator forward time per batch",
                                          boundaries=[0.01, 0.03, 0.1, 0.3, 1, 3, 10, 30])
         self.idle = metrics.Histogram("sslsep_augmenter_idle_s", "time an actor waited for its next batch "
                                       "(its input queue was empty)", boundaries=[0.001, 0.01, 0.1, 1, 10, 100])
 
 
+class SeparatorFailure(RuntimeError):
+    """A separator produced bad output for most of the views drawn from it."""
+
+
+MIN_VIEWS_TO_JUDGE = 32  # views of a separator before its bad-output share can stop the job
+
+
 class SeparationAugmenter:
-    """Callable class for Dataset.map_batches: clip batch -> view batch (one row per clip)."""
+    """Callable class for Dataset.map_batches: clip batch -> view batch (one row per clip).
+    `counts` keeps, per separator, the views drawn, the seconds separated, the forward calls
+    and the fallbacks (also exported as metrics when running in Ray)."""
 
     def __init__(self, registry: str, cfg: dict):
         self.cfg: ExperimentConfig = from_dict(cfg, "augmenter config")
-        aug = self.cfg.augment
+        aug, a = self.cfg.augment, self.cfg.audio
         torch.set_num_threads(aug.torch_threads)
         self.device = "cuda" if torch.cuda.is_available() and aug.gpus_per_actor > 0 else "cpu"
         # mixture-only views (the no-separation control) need no separator at all
         self.models = {} if aug.kinds == ["mixture"] else load_separators(registry, aug.separators, self.device)
-        self.crop_len = int(round(min(aug.crop_seconds, self.cfg.audio.clip_seconds) * self.cfg.audio.sample_rate))
+        self.names = sorted(self.models)
+        self.crop_len = int(round(min(aug.crop_seconds, a.clip_seconds) * a.sample_rate))
+        self.margin = int(round(aug.context_seconds * a.sample_rate))
+        self.counts = {n: {"views": 0, "bad": 0, "calls": 0, "separated_s": 0.0} for n in self.names}
         self._last_return = None
         self.metrics = _ServiceMetrics() if _in_ray() else None  # in-process use has no exporter
 
     @torch.inference_mode()
-    def separate(self, audio: np.ndarray) -> dict[str, np.ndarray]:
-        """(B, T) -> {name: (B, M, T)}."""
-        x = torch.from_numpy(np.ascontiguousarray(audio)).to(self.device)
-        out = {}
-        for name, model in self.models.items():
-            out[name] = model(x).float().cpu().numpy()  # (B, M, T)
+    def run_separator(self, name: str, spans: torch.Tensor) -> np.ndarray:
+        """spans (N, L) on the device -> separated (N, M, L) float32 on the host."""
+        with torch.autocast(self.device, dtype=torch.bfloat16, enabled=self.cfg.augment.precision == "bf16"):
+            out = self.models[name](spans)
+        c = self.counts[name]
+        c["calls"] += 1
+        c["separated_s"] += spans.numel() / self.cfg.audio.sample_rate
+        if self.metrics:
+            self.metrics.calls.inc(1, tags={"separator": name})
+            self.metrics.seconds.inc(spans.numel() / self.cfg.audio.sample_rate, tags={"separator": name})
+        return out.float().cpu().numpy()
+
+    def separate_views(self, x: torch.Tensor, draws: list[list[ViewDraw]]) -> list[list[np.ndarray | None]]:
+        """x (B, T) on the device, draws per clip -> per clip and view the separated channels of
+        the view's crop (M, crop), None for mixture draws: each drawn separator runs once, on
+        the spans of the views that drew it."""
+        T, crop = x.shape[1], self.crop_len
+        L = min(T, crop + 2 * self.margin)
+        out: list[list[np.ndarray | None]] = [[None] * len(d) for d in draws]
+        jobs: dict[str, list[tuple[int, int, int]]] = {}  # separator -> (clip, view, span start)
+        for i, clip_draws in enumerate(draws):
+            for v, d in enumerate(clip_draws):
+                if d.separator:
+                    jobs.setdefault(d.separator, []).append((i, v, span_start(d.offset, crop, T, self.margin)))
+        for name, todo in jobs.items():
+            rows = torch.tensor([i for i, _, _ in todo], device=x.device)
+            starts = torch.tensor([s for _, _, s in todo], device=x.device)
+            spans = x[rows[:, None], starts[:, None] + torch.arange(L, device=x.device)]  # (N, L)
+            est = self.run_separator(name, spans)  # (N, M, L)
+            for (i, v, start), e in zip(todo, est):
+                o = draws[i][v].offset - start
+                out[i][v] = e[:, o:o + crop]  # (M, crop)
         return out
+
+    def _check(self, name: str, bad: bool) -> None:
+        c = self.counts[name]
+        c["views"] += 1
+        c["bad"] += int(bad)
+        if bad and self.metrics:
+            self.metrics.fallbacks.inc(1, tags={"separator": name})
+        if c["views"] >= MIN_VIEWS_TO_JUDGE and c["bad"] > self.cfg.augment.max_bad_share * c["views"]:
+            uri = next((e["uri"] for e in select(read_registry(self.cfg.separation.registry), [name])), name)
+            raise SeparatorFailure(
+                f"separator {name!r} ({uri}) gave non-finite or exploding output (a channel over "
+                f"augment.max_channel_db={self.cfg.augment.max_channel_db:g} dB above the mixture) for "
+                f"{c['bad']} of {c['views']} views: a diverged checkpoint? Leave it out with augment.separators")
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         now = time.perf_counter()
@@ -98,36 +177,53 @@ class SeparationAugmenter:
             m.idle.observe(now - self._last_return)
         aug = self.cfg.augment
         audio = batch["audio"]  # (B, T)
+        B, T = audio.shape
+        epochs = batch["epoch"] if "epoch" in batch else np.zeros(B, np.int64)
+        rngs = [view_rng(self.cfg.seed, int(e), str(c)) for c, e in zip(batch["clip_id"], epochs)]
+        draws = [draw_views(r, aug.views_per_clip, aug.kinds, self.names, T, self.crop_len, aug.same_crop,
+                            aug.across_separators, aug.anchor_mixture) for r in rngs]
         t0 = time.perf_counter()
-        separated = self.separate(audio)
-        if m:
+        x = torch.from_numpy(np.ascontiguousarray(audio)).to(self.device)  # the batch's one host-to-device copy
+        separated = self.separate_views(x, draws) if self.models else [[None] * len(d) for d in draws]
+        if m and self.models:
             m.latency.observe(time.perf_counter() - t0)
-        views, kinds, seps, chans = [], [], [], []
-        for i, clip_id in enumerate(batch["clip_id"]):
-            sources = {name: est[i] for name, est in separated.items()}  # name -> (M, T)
-            active = {name: active_channels(src, audio[i], aug.min_channel_db) for name, src in sources.items()}
-            specs = plan_views(_seed(str(clip_id), self.cfg.seed), aug.views_per_clip, aug.kinds, active,
-                               audio.shape[1], self.crop_len, aug.same_crop, aug.across_separators,
-                               aug.anchor_mixture)
-            views.append(render_views(audio[i], sources, specs, self.crop_len))  # (V, crop)
+        views, kinds, seps, chans, fell = [], [], [], [], []
+        fallbacks = np.zeros((B, len(self.names)), np.float32)  # (B, K) bad views per clip and separator
+        for i, (clip_draws, crops) in enumerate(zip(draws, separated)):
+            active, failed = [], []
+            for d, crop in zip(clip_draws, crops):
+                mix = audio[i, d.offset:d.offset + self.crop_len]
+                bad = crop is not None and bad_output(crop, mix, aug.max_channel_db)
+                if d.separator:
+                    self._check(d.separator, bad)
+                if bad:
+                    fallbacks[i, self.names.index(d.separator)] += 1
+                failed.append(d.separator if bad else "")
+                active.append(None if crop is None or bad else active_channels(crop, mix, aug.min_channel_db))
+            specs = resolve_views(rngs[i], clip_draws, aug.kinds, active)
+            views.append(render_views(audio[i], specs, self.crop_len, crops))  # (V, crop)
             kinds.append([s.kind for s in specs])
             seps.append([s.separator for s in specs])
             chans.append([s.channels_text for s in specs])
-        out = {"clip_id": batch["clip_id"], "views": np.stack(views),  # (B, V, crop)
+            fell.append(failed)
+        out = {"clip_id": batch["clip_id"], "epoch": np.asarray(epochs, np.int64),
+               "views": np.stack(views),  # (B, V, crop)
                "view_kind": object_column(kinds), "view_separator": object_column(seps),
-               "view_channels": object_column(chans)}
+               "view_channels": object_column(chans), "view_fallback": object_column(fell)}
+        if self.names:
+            out["fallbacks"] = fallbacks
         if "labels" in batch:
             out["labels"] = batch["labels"]
-        n = len(batch["clip_id"])
         if m:
-            m.clips.inc(n)
-            m.views.inc(n * aug.views_per_clip)
+            m.clips.inc(B)
+            m.views.inc(B * aug.views_per_clip)
         self._last_return = time.perf_counter()
         return out
 
 
-def view_dataset(cfg: ExperimentConfig, *, clips=None):
-    """clips (default: the configured source's usable clips) -> the streaming view Dataset of
+def view_dataset(cfg: ExperimentConfig, *, clips=None, epochs: int = 1):
+    """clips (default: the configured source's usable clips, `epochs` passes over them in one
+    stream, each pass in its own order and with its own views) -> the streaming view Dataset of
     the separators in `separation.registry`."""
     import ray.data
 
@@ -140,9 +236,9 @@ def view_dataset(cfg: ExperimentConfig, *, clips=None):
                              "(--registry RUN_DIR/registry.json, or train them first)")
         load_separators(registry, aug.separators)  # fail at start, on the driver, not in a hung pool
     cpus = cfg.data.cpus_per_task  # the same for every task step, so that Ray fuses them
-    if clips is None:
-        clips = usable(clip_dataset(cfg.data, cfg.audio, shuffle_seed=cfg.seed), cpus)
-    clips = clips.select_columns(["clip_id", "audio", "labels"], num_cpus=cpus)
+    if clips is None:  # a caller's clips need clip_id and audio (labels and epoch if it has them)
+        clips = usable(clip_dataset(cfg.data, cfg.audio, shuffle_seed=cfg.seed, epochs=epochs), cpus)
+        clips = clips.select_columns(["clip_id", "epoch", "audio", "labels"], num_cpus=cpus)
     # Ray Data already restarts dead actors without limit and retries their batches;
     # only a different limit needs passing (through a deprecated hook, hence only then)
     extra = {} if aug.max_restarts == -1 else {"ray_remote_args_fn": lambda: {"max_restarts": aug.max_restarts}}
