@@ -8,7 +8,8 @@ import torch
 
 from sslsep.config import load_config, replace, to_dict
 from sslsep.contrastive import load_encoder
-from sslsep.contrastive.train import pretrain, train_loop
+from sslsep.contrastive.controls import control_config
+from sslsep.contrastive.train import pretrain, pretrain_together, train_loop
 from sslsep.run import RunDir
 
 BASE = ["audio.clip_seconds=0.5", "data.synth.num_clips=32", "augment.crop_seconds=0.25",
@@ -57,25 +58,64 @@ def test_loss_falls_and_training_resumes(tmp_path, registry):
     assert m[-1]["total"] < m[0]["total"]
 
 
+def same_stream(cfg):
+    """The configured model and the two one-objective controls: one view stream."""
+    return {"configured": cfg, "sim-only": control_config(cfg, "sim-only"),
+            "coinc-only": control_config(cfg, "coinc-only")}
+
+
+def test_variants_on_one_stream_train_exactly_as_they_would_alone(tmp_path, registry):
+    """Trained together (one stream, one loop, summed losses, one optimizer), each variant ends
+    with the weights it gets when trained alone on the same batches."""
+    cfg = with_registry(load_config(None, BASE + ["pretrain.use_ray=false", "pretrain.grad_clip=1.0"]), registry)
+    variants = same_stream(cfg)
+    pretrain_together(variants, {n: RunDir(str(tmp_path / "together" / n)) for n in variants})
+    for name in ("sim-only", "coinc-only"):
+        pretrain(variants[name], RunDir(str(tmp_path / "alone" / name)))
+        a = load_encoder(str(tmp_path / "together" / name / "encoder.pt")).state_dict()
+        b = load_encoder(str(tmp_path / "alone" / name / "encoder.pt")).state_dict()
+        for k in a:
+            torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6, msg=f"{name}: {k}")
+        m = lines(tmp_path / "together" / name)
+        assert [x["step"] for x in m] == [2, 4] and "sim-only/total" not in m[-1]
+        assert m[-1]["total"] == pytest.approx(lines(tmp_path / "alone" / name)[-1]["total"], rel=1e-5)
+        assert {"fallback_share/step-000001", "fallback_share/step-000002"} <= set(m[-1])
+    assert not (tmp_path / "together" / "sim-only" / "pretrain_state.pt").exists()  # the state is the group's
+    with pytest.raises(ValueError, match="need a stream each"):
+        pretrain_together({"a": cfg, "b": control_config(cfg, "mixture-only")},
+                          {"a": RunDir(str(tmp_path / "a")), "b": RunDir(str(tmp_path / "b"))})
+
+
 @pytest.mark.ray
 def test_ray_train_fed_live_by_the_augmentation_service(ray_session, tmp_path, registry):
+    """The configured model, sim-only and coinc-only on Ray Train from one live view stream:
+    one trainer (its state with the first variant), each variant's own metrics and encoders."""
     cfg = with_registry(load_config(None, BASE + ["pretrain.checkpoint_steps=[2]"]), registry)
-    uri = pretrain(cfg, RunDir(str(tmp_path)))
-    m = lines(tmp_path)
-    assert [x["step"] for x in m] == [2, 4]
-    assert (tmp_path / "encoders" / "step-000002.pt").exists() and uri.endswith("encoder.pt")
-    assert (tmp_path / "ray_train" / "pretrain" / "checkpoint_manager_snapshot.json").exists()
+    variants = same_stream(cfg)
+    uris = pretrain_together(variants, {n: RunDir(str(tmp_path / n)) for n in variants})
+    for name, uri in uris.items():
+        m = lines(tmp_path / name)
+        assert [x["step"] for x in m] == [2, 4] and np.isfinite(m[-1]["total"])
+        assert (tmp_path / name / "encoders" / "step-000002.pt").exists() and uri.endswith("encoder.pt")
+    assert [x["samples_per_s"] for x in lines(tmp_path / "sim-only")] == \
+        [x["samples_per_s"] for x in lines(tmp_path / "configured")]  # one loop
+    assert (tmp_path / "configured" / "ray_train" / "pretrain" / "checkpoint_manager_snapshot.json").exists()
+    assert not (tmp_path / "sim-only" / "ray_train").exists()  # no second trainer, no second stream
 
 
 @pytest.mark.ray
 def test_two_workers_ddp_with_global_negatives(ray_session, tmp_path, registry):
-    """Two DDP workers, negatives gathered across workers; both stop together."""
-    cfg = load_config(None, BASE + ["augment.kinds=[mixture]", "pretrain.num_workers=2",
-                                    "pretrain.cpus_per_worker=0.5", "pretrain.global_negatives=true"])
-    cfg = with_registry(cfg, registry)
-    pretrain(cfg, RunDir(str(tmp_path)))
-    m = lines(tmp_path)
-    assert [x["step"] for x in m] == [2, 4] and np.isfinite(m[-1]["total"])
+    """Two DDP workers, negatives gathered across workers, every same-stream variant (the
+    one-objective controls included: a part with weight 0 still reaches every parameter);
+    both stop together and no worker group is restarted."""
+    cfg = load_config(None, BASE + ["pretrain.num_workers=2", "pretrain.cpus_per_worker=0.5",
+                                    "pretrain.global_negatives=true", "augment.cpus_per_actor=0.25",
+                                    "data.cpus_per_task=0.25"])
+    variants = same_stream(with_registry(cfg, registry))
+    pretrain_together(variants, {n: RunDir(str(tmp_path / n)) for n in variants})
+    for name in variants:
+        m = lines(tmp_path / name)
+        assert [x["step"] for x in m] == [2, 4] and np.isfinite(m[-1]["total"]), name
 
 
 @pytest.mark.ray
