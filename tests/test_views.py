@@ -77,9 +77,9 @@ def _reference_plan(rng, num_views, kinds, active, clip_len, crop_len):
     """The planner before "separate once" (every separator ran on the whole clip first, then
     kind and channels were drawn per view): the distribution the two-step planner must keep."""
     names = sorted(active)
-    offsets = [int(x) for x in rng.integers(0, clip_len - crop_len + 1, size=num_views)]
+    rng.integers(0, clip_len - crop_len + 1, size=num_views)  # the crops (not compared here)
     specs, used = [], set()
-    for offset in offsets:
+    for _ in range(num_views):
         spec = None
         for _ in range(8):
             sep = names[int(rng.integers(len(names)))]

@@ -2,6 +2,11 @@
 
     python experiments/benchmarks/augment_speed.py [--clips 192] [--separators 2] [--batch 8]
 
+0. separator work: seconds of audio separated per view and views/s of the bare loop, for the
+   augmenter ("separate once": only drawn separators, on the drawn spans) and for the old
+   behaviour kept here only (`EverySeparatorWholeClip`: every separator on every whole clip,
+   views cut afterwards); and how closely a span's separation matches the whole clip's in
+   the crop (SI-SNR of span vs. whole-clip channels; `--registry` for trained separators);
 1. views/s: the actor pool (1 actor, 1 torch thread) vs. a bare in-process loop calling the
    same SeparationAugmenter on the same clips, batch size and threads (the baseline);
 2. scaling: the pool with 1 and with 2 actors (this box has 2 cores);
@@ -33,6 +38,7 @@ import torch  # noqa: E402
 from sslsep.config import load_config, replace, to_dict  # noqa: E402
 from sslsep.data.sources import iter_clips  # noqa: E402
 from sslsep.views.service import SeparationAugmenter, view_dataset  # noqa: E402
+from sslsep.views.builders import ViewDraw  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pretrain_speed import random_registry  # noqa: E402
@@ -67,19 +73,74 @@ class PeakRSS:
         self._t.join()
 
 
+class EverySeparatorWholeClip(SeparationAugmenter):
+    """The augmenter before "separate once" (the baseline): every separator on every whole
+    clip of the batch, the views' crops cut from that."""
+
+    def separate_views(self, x: torch.Tensor, draws: list[list[ViewDraw]]):
+        whole = {name: self.run_separator(name, x) for name in self.names}  # name -> (B, M, T)
+        return [[whole[d.separator][i][:, d.offset:d.offset + self.crop_len] if d.separator else None
+                 for d in clip_draws] for i, clip_draws in enumerate(draws)]
+
+
+def si_snr_db(ref: np.ndarray, est: np.ndarray) -> np.ndarray:
+    """(..., T) -> (...): scale-invariant SNR of est against ref."""
+    ref, est = ref - ref.mean(-1, keepdims=True), est - est.mean(-1, keepdims=True)
+    proj = (est * ref).sum(-1, keepdims=True) / ((ref ** 2).sum(-1, keepdims=True) + 1e-12) * ref
+    return 10 * np.log10((proj ** 2).sum(-1) / (((est - proj) ** 2).sum(-1) + 1e-12) + 1e-12)
+
+
+def separator_work(registry: str, cfg, batches: list[dict]) -> dict:
+    """Separated seconds per view and bare-loop views/s, new vs. old, on the same batches; and
+    the agreement of span and whole-clip separation on the channels that carry sound."""
+    out = {}
+    views = sum(len(b["clip_id"]) for b in batches) * cfg.augment.views_per_clip
+    for arm, cls in (("separate_once", SeparationAugmenter), ("every_separator_whole_clip", EverySeparatorWholeClip)):
+        aug = cls(registry, to_dict(cfg))
+        aug(batches[0])  # warm-up
+        aug.counts = {n: dict.fromkeys(c, 0) for n, c in aug.counts.items()}
+        t0 = time.perf_counter()
+        for b in batches:
+            aug(b)
+        out[arm] = {"views_per_s": round(views / (time.perf_counter() - t0), 1),
+                    "separated_s_per_view": round(sum(c["separated_s"] for c in aug.counts.values()) / views, 3),
+                    "separator_calls": sum(c["calls"] for c in aug.counts.values())}
+    new, old = SeparationAugmenter(registry, to_dict(cfg)), EverySeparatorWholeClip(registry, to_dict(cfg))
+    agree = []
+    for b in batches[:8]:
+        x = torch.from_numpy(b["audio"])
+        draws = [[ViewDraw("channel", name, int(o)) for name in new.names]
+                 for o in np.random.default_rng(0).integers(0, x.shape[1] - new.crop_len + 1, len(b["audio"]))]
+        for spans, wholes, clip in zip(new.separate_views(x, draws), old.separate_views(x, draws), b["audio"]):
+            for d, s, w in zip(draws[0], spans, wholes):
+                mix = clip[d.offset:d.offset + new.crop_len]
+                loud = (w ** 2).mean(-1) > 1e-3 * (mix ** 2).mean()  # channels within 30 dB of the mixture
+                agree += si_snr_db(w[loud], s[loud]).tolist()
+    out["span_vs_whole_clip_si_snr_db"] = {"median": round(float(np.median(agree)), 1),
+                                           "p10": round(float(np.percentile(agree, 10)), 1),
+                                           "min": round(float(np.min(agree)), 1), "channels": len(agree)}
+    out["ratio_separated_s_new_over_old"] = round(out["separate_once"]["separated_s_per_view"]
+                                                  / out["every_separator_whole_clip"]["separated_s_per_view"], 3)
+    out["ratio_views_per_s_new_over_old"] = round(out["separate_once"]["views_per_s"]
+                                                  / out["every_separator_whole_clip"]["views_per_s"], 2)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--clips", type=int, default=192)
     ap.add_argument("--separators", type=int, default=2)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--views", type=int, default=4)
+    ap.add_argument("--work-only", action="store_true", help="part 0 only (separator work and agreement)")
+    ap.add_argument("--registry", default="", help="trained separators (default: quick size, random weights)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     sets = [f"data.synth.num_clips={args.clips}", f"augment.batch_size={args.batch}",
             f"augment.views_per_clip={args.views}", "augment.torch_threads=1",
             "augment.cpus_per_actor=0.5"]  # logical: leaves CPU for the read step beside 2 actors
     cfg = load_config(None, sets)
-    registry = random_registry(cfg, args.separators)
+    registry = args.registry or random_registry(cfg, args.separators)
     clips = [{"clip_id": r["clip_id"], "audio": r["audio"], "labels": r["labels"]}
              for r in iter_clips(cfg.data, cfg.audio)]
 
@@ -96,6 +157,12 @@ def main() -> None:
     batches = [{"clip_id": np.array([c["clip_id"] for c in clips[i:i + args.batch]]),
                 "audio": np.stack([c["audio"] for c in clips[i:i + args.batch]])}
                for i in range(0, len(clips), args.batch)]
+    work = separator_work(registry, cfg, batches)
+    if args.work_only:
+        print(json.dumps({"benchmark": "augment_speed", "registry": args.registry or "random weights",
+                          "views_per_clip": args.views, "separator_work": work}))
+        ray.shutdown()
+        return
     aug(batches[0])  # warm-up
     t0 = time.perf_counter()
     for b in batches:
@@ -127,10 +194,12 @@ def main() -> None:
 
     small, large = streamed_peak(args.clips), streamed_peak(10 * args.clips)
     result = {
-        "benchmark": "augment_speed", "separators": args.separators, "batch": args.batch, "views_per_clip": args.views,
+        "benchmark": "augment_speed",
+        "registry": args.registry or f"{args.separators} x quick, random weights",
+        "batch": args.batch, "views_per_clip": args.views,
         "clip_seconds": cfg.audio.clip_seconds, "crop_seconds": cfg.augment.crop_seconds,
         "bare_loop_views_per_s": round(bare, 1), "pool_1_actor_views_per_s": round(one, 1),
-        "ratio_pool_over_bare": round(one / bare, 2),
+        "ratio_pool_over_bare": round(one / bare, 2), "separator_work": work,
         "pool_2_actors_views_per_s": round(two, 1), "scaling_2_over_1": round(two / one, 2),
         "memory_streaming": {"n": small, "10n": large,
                              "workers_ratio_10n_over_n": round(large["workers_peak_mb"] / small["workers_peak_mb"], 2),

@@ -6,8 +6,9 @@ Both runs train the same compact encoder on Ray Train (1 worker, 1 CPU) with the
 views: live = clips -> separator actor pool (0.5 CPU) -> trainer, streamed; precomputed =
 the same view Dataset materialised in Ray's object store first (the baseline: no data
 work during training); live_unordered = live with `data.preserve_order=false` (what row
-order, and so reproducibility, costs). The first logged window (start-up) is left out of the
-rates.
+order, and so reproducibility, costs); mixture_only_live = live with mixture-only views (no
+separator at all: what separating costs the trainer). The first logged window (start-up) is
+left out of the rates.
 Prints one JSON line and writes results/pretrain_speed.json.
 """
 
@@ -63,7 +64,8 @@ def main() -> None:
     registry = random_registry(load_config(None, sets), args.separators)
     out = {}
     arms = {"precomputed": ["pretrain.views_source=precomputed"], "live": ["pretrain.views_source=live"],
-            "live_unordered": ["pretrain.views_source=live", "data.preserve_order=false"]}
+            "live_unordered": ["pretrain.views_source=live", "data.preserve_order=false"],
+            "mixture_only_live": ["pretrain.views_source=live", "augment.kinds=[mixture]"]}
     for arm, extra in arms.items():
         cfg = replace(load_config(None, sets + extra), {"separation.registry": registry}, origin="benchmark")
         run = RunDir(tempfile.mkdtemp(prefix=f"sslsep-bench-pretrain-{arm}-"))
@@ -79,6 +81,8 @@ def main() -> None:
     result = {"benchmark": "pretrain_speed", "steps": args.steps, "batch_clips": args.batch,
               "separators": args.separators, **out,
               "ratio_live_over_precomputed": round(out["live"]["steps_per_s"] / out["precomputed"]["steps_per_s"], 2),
+              "ratio_separated_over_mixture_only": round(out["live"]["steps_per_s"]
+                                                         / out["mixture_only_live"]["steps_per_s"], 2),
               "ratio_ordered_over_unordered": round(out["live"]["steps_per_s"] / out["live_unordered"]["steps_per_s"],
                                                     2),
               "resources": {"trainer_cpus": 1, "actor_cpus": 0.5, "ray_cpus": os.cpu_count()},

@@ -7,8 +7,9 @@
 Separate once, view many. For each clip of a batch the actor first draws its views (crop,
 separator, kind; `draw_views`, seeded by (seed, epoch, clip id)), then runs each drawn
 separator once, batched, on the drawn spans only (crop + `augment.context_seconds` each
-side), and last picks channels among the usable ones of each separated crop. Mixture views
-and separators no view drew cost nothing. The batch is copied to the device once; spans are
+side; the whole clip where a clip's spans for one separator would add up to more), and
+last picks channels among the usable ones of each separated crop. Mixture views and separators
+no view drew cost nothing. The batch is copied to the device once; spans are
 cut there; separators run under bf16 autocast with `augment.precision=bf16`.
 Bad output (non-finite, or a channel far louder than the mixture: a diverged checkpoint, a
 pathological clip) never reaches the trainer: the view falls back to the mixture, is named in
@@ -137,24 +138,32 @@ class SeparationAugmenter:
 
     def separate_views(self, x: torch.Tensor, draws: list[list[ViewDraw]]) -> list[list[np.ndarray | None]]:
         """x (B, T) on the device, draws per clip -> per clip and view the separated channels of
-        the view's crop (M, crop), None for mixture draws: each drawn separator runs once, on
-        the spans of the views that drew it."""
+        the view's crop (M, crop), None for mixture draws. Each drawn separator runs once on
+        the spans of the views that drew it, or on the whole clip where those spans would add
+        up to at least the clip (then cheaper, and exact): at most two batched calls each."""
         T, crop = x.shape[1], self.crop_len
         L = min(T, crop + 2 * self.margin)
         out: list[list[np.ndarray | None]] = [[None] * len(d) for d in draws]
-        jobs: dict[str, list[tuple[int, int, int]]] = {}  # separator -> (clip, view, span start)
+        # (separator, span length) -> [(clip, its views, span start)]
+        jobs: dict[tuple[str, int], list[tuple[int, list[int], int]]] = {}
         for i, clip_draws in enumerate(draws):
-            for v, d in enumerate(clip_draws):
-                if d.separator:
-                    jobs.setdefault(d.separator, []).append((i, v, span_start(d.offset, crop, T, self.margin)))
-        for name, todo in jobs.items():
+            for name in sorted({d.separator for d in clip_draws if d.separator}):
+                views = [v for v, d in enumerate(clip_draws) if d.separator == name]
+                if len(views) * L >= T:
+                    jobs.setdefault((name, T), []).append((i, views, 0))
+                else:
+                    for v in views:
+                        jobs.setdefault((name, L), []).append((i, [v], span_start(clip_draws[v].offset, crop, T,
+                                                                                   self.margin)))
+        for (name, length), todo in sorted(jobs.items()):
             rows = torch.tensor([i for i, _, _ in todo], device=x.device)
             starts = torch.tensor([s for _, _, s in todo], device=x.device)
-            spans = x[rows[:, None], starts[:, None] + torch.arange(L, device=x.device)]  # (N, L)
-            est = self.run_separator(name, spans)  # (N, M, L)
-            for (i, v, start), e in zip(todo, est):
-                o = draws[i][v].offset - start
-                out[i][v] = e[:, o:o + crop]  # (M, crop)
+            spans = x[rows[:, None], starts[:, None] + torch.arange(length, device=x.device)]  # (N, length)
+            est = self.run_separator(name, spans)  # (N, M, length)
+            for (i, views, start), e in zip(todo, est):
+                for v in views:
+                    o = draws[i][v].offset - start
+                    out[i][v] = e[:, o:o + crop]  # (M, crop)
         return out
 
     def _check(self, name: str, bad: bool) -> None:
