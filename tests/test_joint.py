@@ -32,7 +32,7 @@ def test_joint_on_a_folder_accounts_for_every_clip_and_resumes(tmp_path, bad_fol
             "--set", "separation.val_fraction=0.5", "--set", "separation.use_ray=false",
             "--set", "augment.crop_seconds=0.5", "--set", "augment.batch_size=4", "--set", "pretrain.steps=2",
             "--set", "pretrain.batch_clips=4", "--set", "pretrain.log_every=1", "--set", "pretrain.use_ray=false",
-            "--set", "joint.controls=[mixture-only]", "--set", "evaluation.classifiers=[linear]",
+            "--set", "joint.controls=[mixture-only, sim-only, coinc-only]", "--set", "evaluation.classifiers=[linear]",
             "--set", "evaluation.folds=2", "--set", "evaluation.max_epochs=3"]
     res = joint("--data", str(root), *tiny, "--out", str(out))
     assert res.returncode == 0, res.stderr[-3000:]
@@ -45,8 +45,15 @@ def test_joint_on_a_folder_accounts_for_every_clip_and_resumes(tmp_path, bad_fol
     assert {s["name"] for s in report["skipped"]} == {k for k, s in expected.items() if s not in ("ok", "silent")}
     lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert lines[0]["stage"] == "data" and lines[0]["clips"] == len(expected)
-    assert [ln["stage"] for ln in lines[1:]] == ["separation"] * 2 + ["pretrain"] * 2 + ["evaluate"] * 4
-    assert [ln["variant"] for ln in lines if ln["stage"] == "pretrain"] == ["configured", "mixture-only"]
+    assert [ln["stage"] for ln in lines[1:]] == ["separation"] * 2 + ["pretrain"] * 4 + ["evaluate"] * 6
+    # the three variants that see the same views trained on one stream; mixture-only on its own
+    trained = {ln["variant"]: ln["trained_with"] for ln in lines if ln["stage"] == "pretrain"}
+    assert list(trained) == ["configured", "sim-only", "coinc-only", "mixture-only"]
+    assert trained["sim-only"] == ["configured", "sim-only", "coinc-only"]
+    assert trained["mixture-only"] == ["mixture-only"]
+    for name in trained:
+        steps = [json.loads(x)["step"] for x in (out / "pretrain" / name / "metrics.jsonl").read_text().splitlines()]
+        assert steps == [1, 2] and (out / "pretrain" / name / "encoder.pt").exists(), name
     results = json.loads((out / "results.json").read_text())
     assert results["clips"]["total"] == len(expected)  # the evaluation accounts for every file too
     assert {s["name"] for s in results["clips"]["skipped"]} == {s["name"] for s in report["skipped"]}

@@ -278,6 +278,5 @@ def train_dataset(cfg: ExperimentConfig):
 
     live = cfg.pretrain.views_source == "live"
     columns = ["views"] + (["fallbacks"] if separator_names(cfg) else [])
-    ds = view_dataset(cfg, epochs=stream_epochs(cfg) if live else 1)
-    ds = ds.select_columns(columns, num_cpus=cfg.data.cpus_per_task)
+    ds = view_dataset(cfg, epochs=stream_epochs(cfg) if live else 1, columns=columns)
     return ds if live else ds.materialize()

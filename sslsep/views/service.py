@@ -109,8 +109,9 @@ class SeparationAugmenter:
     `counts` keeps, per separator, the views drawn, the seconds separated, the forward calls
     and the fallbacks (also exported as metrics when running in Ray)."""
 
-    def __init__(self, registry: str, cfg: dict):
+    def __init__(self, registry: str, cfg: dict, columns: list[str] | None = None):
         self.cfg: ExperimentConfig = from_dict(cfg, "augmenter config")
+        self.columns = columns  # the output columns a consumer reads (None: all)
         aug, a = self.cfg.augment, self.cfg.audio
         torch.set_num_threads(aug.torch_threads)
         self.device = "cuda" if torch.cuda.is_available() and aug.gpus_per_actor > 0 else "cpu"
@@ -227,13 +228,15 @@ class SeparationAugmenter:
             m.clips.inc(B)
             m.views.inc(B * aug.views_per_clip)
         self._last_return = time.perf_counter()
-        return out
+        return {k: out[k] for k in self.columns} if self.columns else out
 
 
-def view_dataset(cfg: ExperimentConfig, *, clips=None, epochs: int = 1):
+def view_dataset(cfg: ExperimentConfig, *, clips=None, epochs: int = 1, columns: list[str] | None = None):
     """clips (default: the configured source's usable clips, `epochs` passes over them in one
     stream, each pass in its own order and with its own views) -> the streaming view Dataset of
-    the separators in `separation.registry`."""
+    the separators in `separation.registry`. `columns` keeps only those, inside the actor: a
+    `select_columns` after the pool would be one more task step that copies every view and
+    waits for a CPU behind the decode tasks (on 2 cores, until the whole source was read)."""
     import ray.data
 
     from sslsep.data.sources import clip_dataset, usable
@@ -252,7 +255,7 @@ def view_dataset(cfg: ExperimentConfig, *, clips=None, epochs: int = 1):
     # only a different limit needs passing (through a deprecated hook, hence only then)
     extra = {} if aug.max_restarts == -1 else {"ray_remote_args_fn": lambda: {"max_restarts": aug.max_restarts}}
     return clips.map_batches(
-        SeparationAugmenter, fn_constructor_kwargs={"registry": registry, "cfg": to_dict(cfg)},
+        SeparationAugmenter, fn_constructor_kwargs={"registry": registry, "cfg": to_dict(cfg), "columns": columns},
         batch_size=aug.batch_size, batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(min_size=aug.min_actors, max_size=aug.max_actors),
         num_cpus=aug.cpus_per_actor, num_gpus=aug.gpus_per_actor or None, **extra)
