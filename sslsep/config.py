@@ -112,6 +112,9 @@ class DataConfig:
     preserve_order: bool = _f(True, help="Ray Data hands rows on in a fixed order, so the same config and seed "
                               "give the same batches and results; false lets fast tasks overtake slow ones "
                               "(more throughput on big clusters, runs no longer repeat to the digit)")
+    stream_memory_mb: float = _f(512.0, min=0.0, help="object-store memory a Ray Data pipeline started here may "
+                                 "hold ahead of its consumer (0 = Ray's default share): bounds how far decoding "
+                                 "and separation run ahead of training, and so the work a finished run leaves unused")
     cpus_per_task: float = _f(0.5, min=0.01, help="CPUs Ray reserves per read/decode task; below 1 so "
                               "decoding still schedules next to trainers and actors that hold whole CPUs")
     synth: SynthConfig = field(default_factory=SynthConfig)

@@ -23,8 +23,12 @@ def views_config(registry, *sets):
 
 
 def test_every_clip_becomes_one_row_of_views(ray_session, registry):
+    import ray.data
+
     cfg = views_config(registry)
     rows = list(view_dataset(cfg).iter_rows())
+    limits = ray.data.DataContext.get_current().execution_options.resource_limits
+    assert limits.object_store_memory == cfg.data.stream_memory_mb * 2**20  # how far the stream runs ahead
     ids = [r["clip_id"] for r in rows]
     assert sorted(ids) == sorted(f"synth-0-{i:08d}" for i in range(24)) and len(set(ids)) == 24
     for r in rows:

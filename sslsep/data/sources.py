@@ -290,8 +290,12 @@ def clip_dataset(cfg: DataConfig, audio: AudioConfig, *, with_stems: bool = Fals
     if epochs < 1:
         raise ValueError(f"epochs must be at least 1, got {epochs}")
     # a Dataset copies the driver's DataContext when it is made: every Dataset that starts here
-    # (and what Ray Train's ingest derives from it) yields rows in order, or not, by one key
-    ray.data.DataContext.get_current().execution_options.preserve_order = cfg.preserve_order
+    # (and what Ray Train's ingest derives from it) yields rows in order, or not, by one key,
+    # and holds at most `data.stream_memory_mb` ahead of its consumer
+    options = ray.data.DataContext.get_current().execution_options
+    options.preserve_order = cfg.preserve_order
+    if cfg.stream_memory_mb:  # how far producers may run ahead (Ray Train's ingest copies this too)
+        options.resource_limits = options.resource_limits.copy(object_store_memory=cfg.stream_memory_mb * 2**20)
     kind = resolve_source(cfg)
 
     def order(n: int, epoch: int) -> np.ndarray:
