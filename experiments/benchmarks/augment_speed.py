@@ -39,6 +39,7 @@ from sslsep.config import load_config, replace, to_dict  # noqa: E402
 from sslsep.data.sources import iter_clips  # noqa: E402
 from sslsep.views.service import SeparationAugmenter, view_dataset  # noqa: E402
 from sslsep.views.builders import ViewDraw  # noqa: E402
+from sslsep.separation.metrics import si_snr  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pretrain_speed import random_registry  # noqa: E402
@@ -83,13 +84,6 @@ class EverySeparatorWholeClip(SeparationAugmenter):
                  for d in clip_draws] for i, clip_draws in enumerate(draws)]
 
 
-def si_snr_db(ref: np.ndarray, est: np.ndarray) -> np.ndarray:
-    """(..., T) -> (...): scale-invariant SNR of est against ref."""
-    ref, est = ref - ref.mean(-1, keepdims=True), est - est.mean(-1, keepdims=True)
-    proj = (est * ref).sum(-1, keepdims=True) / ((ref ** 2).sum(-1, keepdims=True) + 1e-12) * ref
-    return 10 * np.log10((proj ** 2).sum(-1) / (((est - proj) ** 2).sum(-1) + 1e-12) + 1e-12)
-
-
 def separator_work(registry: str, cfg, batches: list[dict]) -> dict:
     """Separated seconds per view and bare-loop views/s, new vs. old, on the same batches; and
     the agreement of span and whole-clip separation on the channels that carry sound."""
@@ -115,7 +109,7 @@ def separator_work(registry: str, cfg, batches: list[dict]) -> dict:
             for d, s, w in zip(draws[0], spans, wholes):
                 mix = clip[d.offset:d.offset + new.crop_len]
                 loud = (w ** 2).mean(-1) > 1e-3 * (mix ** 2).mean()  # channels within 30 dB of the mixture
-                agree += si_snr_db(w[loud], s[loud]).tolist()
+                agree += si_snr(torch.from_numpy(s[loud]), torch.from_numpy(w[loud])).tolist()
     out["span_vs_whole_clip_si_snr_db"] = {"median": round(float(np.median(agree)), 1),
                                            "p10": round(float(np.percentile(agree, 10)), 1),
                                            "min": round(float(np.min(agree)), 1), "channels": len(agree)}
