@@ -17,6 +17,7 @@ with the first one. Rank 0 writes them.
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Iterator
 
@@ -199,7 +200,7 @@ def train_loop(config: dict) -> None:
     runs = {n: RunDir(v["run_dir"]) for n, v in members.items()}
     pre, run = cfg.pretrain, RunDir(config["run_dir"])
     separators = separator_names(cfg)
-    epochs = iter(range(1_000_000))
+    epochs = itertools.count()  # in process: the pass index is the epoch of its views
     session = open_session(config, lambda: _local_view_batches(cfg, next(epochs)),
                            columns=["views"] + (["fallbacks"] if separators else []),
                            batch_size=pre.batch_clips, stage="pretrain", run=run, seed=cfg.seed,
