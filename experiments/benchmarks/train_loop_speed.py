@@ -33,7 +33,7 @@ import torch  # noqa: E402
 
 from sslsep.config import load_config  # noqa: E402
 from sslsep.contrastive.encoder import build_encoder  # noqa: E402
-from sslsep.contrastive.train import PretrainModel, contrastive_step  # noqa: E402
+from sslsep.contrastive.train import PretrainModel, PretrainModels, contrastive_step  # noqa: E402
 from sslsep.run import RunDir  # noqa: E402
 from sslsep.separation.model import build_separator  # noqa: E402
 from sslsep.separation.train import mixit_step  # noqa: E402
@@ -49,9 +49,9 @@ def stage_pieces(stage: str, cfg):
         return lambda: build_separator("quick"), lambda: mixit_step(cfg), batches
     batches = [{"views": 0.1 * torch.randn(16, 2, 32000, generator=g)} for _ in range(4)]  # (B, V, T)
 
-    def step():
-        return contrastive_step(cfg, torch.Generator().manual_seed(0))
-    return lambda: PretrainModel(build_encoder("compact"), "cosine"), step, batches
+    def step():  # one model: the loop as a single variant runs it
+        return contrastive_step({"model": cfg}, {"model": torch.Generator().manual_seed(0)})
+    return lambda: PretrainModels({"model": PretrainModel(build_encoder("compact"), "cosine")}), step, batches
 
 
 def bare(build, make_step, batches, steps: int) -> float:

@@ -18,7 +18,6 @@ with the first one. Rank 0 writes them.
 from __future__ import annotations
 
 import itertools
-import math
 from typing import Iterator
 
 import numpy as np
@@ -137,9 +136,8 @@ def _local_view_batches(cfg: ExperimentConfig, epoch: int) -> Iterator[dict]:
 def contrastive_step(cfgs: dict[str, ExperimentConfig], gens: dict[str, torch.Generator], gather=None,
                      separators: list[str] = ()):
     """The stage's step function: views (B, V, T) -> the sum of every variant's loss and the
-    parts (floats; keys prefixed `variant/` when several variants train together), with the
+    parts (floats, keyed `variant/part`; `total` is the sum, what the loss gauge shows), with the
     share of views per separator that fell back to the mixture (`fallback_share/<name>`)."""
-    prefix = len(cfgs) > 1
 
     def step(model: nn.Module, batch: dict) -> tuple[torch.Tensor, dict]:
         views = batch["views"]
@@ -152,9 +150,8 @@ def contrastive_step(cfgs: dict[str, ExperimentConfig], gens: dict[str, torch.Ge
             z, logits = outs[n]
             loss, p = variant_loss(core.models[n], z, logits, pairs[n][2], cfg, gather)
             total = loss if total is None else total + loss
-            parts.update({(f"{n}/{k}" if prefix else k): float(v) for k, v in p.items()})
-        if prefix:
-            parts["total"] = float(total.detach())
+            parts.update({f"{n}/{k}": float(v) for k, v in p.items()})
+        parts["total"] = float(total.detach())
         if "fallbacks" in batch:
             shares = batch["fallbacks"].float().sum(0) / (B * V)  # (K,)
             parts.update({f"fallback_share/{name}": float(x) for name, x in zip(separators, shares)})
@@ -211,14 +208,14 @@ def train_loop(config: dict) -> None:
     gens = {n: torch.Generator(device="cpu").manual_seed(cfg.seed * 1000 + session.rank) for n in cfgs}
 
     def save(core: nn.Module, step: int, metrics: dict, done: bool) -> None:
-        lines = split_metrics(metrics, list(runs)) if len(runs) > 1 else {n: metrics for n in runs}
+        lines = split_metrics(metrics, list(runs))
         for n, m in core.models.items():
             _save_encoder_file(m.encoder, runs[n].uri("encoders", f"step-{step:06d}.pt"), step, lines[n], cfgs[n])
             if done:  # written last: its presence marks the run finished
                 _save_encoder_file(m.encoder, runs[n].uri("encoder.pt"), step, lines[n], cfgs[n])
 
     run_loop(session, loop_settings(cfg), model, optimizer, contrastive_step(cfgs, gens, gather, separators),
-             run=VariantLogs(runs) if len(runs) > 1 else run, save=save, channels_last=True,
+             run=VariantLogs(runs), save=save, channels_last=True,
              clip_groups=lambda core: [m.parameters() for m in core.models.values()],
              no_batch="no training batch: fewer usable clips than pretrain.batch_clips")
 
@@ -262,22 +259,15 @@ def pretrain_together(cfgs: dict[str, ExperimentConfig], runs: dict[str, RunDir]
     return out
 
 
-def stream_epochs(cfg: ExperimentConfig) -> int:
-    """Epochs of the source in one training stream: enough for every step of every worker,
-    plus one for skipped clips and uneven shards (only what training consumes is computed)."""
-    from sslsep.data.sources import source_size
-
-    pre = cfg.pretrain
-    return math.ceil(pre.steps * pre.batch_clips * pre.num_workers / max(1, source_size(cfg.data))) + 1
-
-
 def train_dataset(cfg: ExperimentConfig):
     """The Ray Dataset of views (views and per-separator fallbacks): fed live by the augmentation
-    service as one stream of `stream_epochs` epochs, each with new views; or computed once (one
-    epoch) and held in the object store (`pretrain.views_source`)."""
+    service as one stream of as many epochs as every step of every worker needs (plus a spare
+    one), each with new views; or computed once (one epoch) and held in the object store
+    (`pretrain.views_source`)."""
     from sslsep.views.service import separator_names, view_dataset
 
     live = cfg.pretrain.views_source == "live"
     columns = ["views"] + (["fallbacks"] if separator_names(cfg) else [])
-    ds = view_dataset(cfg, epochs=stream_epochs(cfg) if live else 1, columns=columns)
+    pre = cfg.pretrain
+    ds = view_dataset(cfg, clips_needed=pre.steps * pre.batch_clips * pre.num_workers if live else 0, columns=columns)
     return ds if live else ds.materialize()

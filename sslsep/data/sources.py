@@ -13,6 +13,7 @@ rest; `DecodeReport.from_rows` turns the status columns into a report.
 
 from __future__ import annotations
 
+import math
 import zlib
 from dataclasses import dataclass
 from typing import Iterator
@@ -147,20 +148,24 @@ def shard_uris(uri: str) -> list[str]:
     return shards
 
 
-def check_shards(uris: list[str]) -> None:
-    """Read every shard's footer; a shard without the clip columns is an error naming it."""
+def check_shards(uris: list[str]) -> int:
+    """Read every shard's footer; a shard without the clip columns is an error naming it.
+    Returns the shards' rows (from the same footers)."""
     import pyarrow.parquet as pq
     from concurrent.futures import ThreadPoolExecutor
 
-    def schema(u: str):
+    def footer(u: str):
         fs, path = storage.pyarrow_fs(u)
         try:
-            return pq.read_schema(path, filesystem=fs)
+            return pq.read_metadata(path, filesystem=fs)
         except Exception as e:
             raise ValueError(f"{u}: not a readable Parquet shard ({e})") from None
 
+    rows = 0
     with ThreadPoolExecutor(8) as pool:
-        for u, s in zip(uris, pool.map(schema, uris)):
+        for u, meta in zip(uris, pool.map(footer, uris)):
+            rows += meta.num_rows
+            s = meta.schema.to_arrow_schema()
             missing = [c for c in SHARD_COLUMNS if c not in s.names]
             if missing:
                 raise ValueError(f"{u}: Parquet shard lacks column(s) {missing}; has {s.names}. "
@@ -169,6 +174,7 @@ def check_shards(uris: list[str]) -> None:
             if wrong:
                 raise ValueError(f"{u}: Parquet shard column(s) of the wrong type: {'; '.join(wrong)}. "
                                  f"Write shards with `sslsep data pack`.")
+    return rows
 
 
 def _wrong_shard_types(schema) -> list[str]:
@@ -278,10 +284,12 @@ def iter_clips(cfg: DataConfig, audio: AudioConfig, *, with_stems: bool = False,
 
 def clip_dataset(cfg: DataConfig, audio: AudioConfig, *, with_stems: bool = False,
                  split: str | None = None, val_fraction: float = 0.0, shuffle_seed: int | None = None,
-                 parallelism: int = -1, epochs: int = 1):
+                 parallelism: int = -1, epochs: int = 1, clips_needed: int = 0):
     """The configured source as a streaming ray.data.Dataset of clip rows (see `iter_clips`)
     with an `epoch` column: `epochs` passes over the source in one stream (a trainer reads
-    them without the pipeline restarting between epochs; views are seeded by epoch).
+    them without the pipeline restarting between epochs; views are seeded by epoch), or with
+    `clips_needed`, enough passes for that many clips plus a spare one (skipped clips, uneven
+    shards), counted from the listing or footers the source reads anyway.
     `shuffle_seed` orders files (folders), scenes (synthetic) or blocks (shards) at random
     and anew each epoch, cheaply: folders list a recording's clips side by side, and training
     pairs must not come from one recording."""
@@ -298,6 +306,9 @@ def clip_dataset(cfg: DataConfig, audio: AudioConfig, *, with_stems: bool = Fals
         options.resource_limits = options.resource_limits.copy(object_store_memory=cfg.stream_memory_mb * 2**20)
     kind = resolve_source(cfg)
 
+    def passes(n: int) -> int:
+        return math.ceil(clips_needed / max(1, n)) + 1 if clips_needed else epochs
+
     def order(n: int, epoch: int) -> np.ndarray:
         if shuffle_seed is None:
             return np.arange(n)
@@ -306,7 +317,7 @@ def clip_dataset(cfg: DataConfig, audio: AudioConfig, *, with_stems: bool = Fals
     if kind == "synthetic":
         # (epoch, scene index) pairs in memory (16 bytes a clip): no read tasks, which would each hold a CPU
         n = cfg.synth.num_clips
-        pairs = np.concatenate([np.stack([np.full(n, e), order(n, e)], axis=1) for e in range(epochs)])  # (E*n, 2)
+        pairs = np.concatenate([np.stack([np.full(n, e), order(n, e)], axis=1) for e in range(passes(n))])  # (E*n, 2)
         blocks = parallelism if parallelism > 0 else max(1, min(len(pairs) // 64, 2000))
         ds = ray.data.from_numpy(np.array_split(pairs, blocks))
 
@@ -318,7 +329,7 @@ def clip_dataset(cfg: DataConfig, audio: AudioConfig, *, with_stems: bool = Fals
                               num_cpus=cfg.cpus_per_task)
     if kind == "folder":
         items, _, _ = folder_items(cfg, split, val_fraction)
-        rows = [{**vars(items[i]), "epoch": e} for e in range(epochs) for i in order(len(items), e)]
+        rows = [{**vars(items[i]), "epoch": e} for e in range(passes(len(items))) for i in order(len(items), e)]
         # blocks of ~16 files: enough tasks to keep every core busy, few enough to be cheap
         blocks = parallelism if parallelism > 0 else max(1, min(len(rows) // 16, 2000))
         ds = ray.data.from_items(rows, override_num_blocks=blocks)
@@ -333,7 +344,7 @@ def clip_dataset(cfg: DataConfig, audio: AudioConfig, *, with_stems: bool = Fals
         return ds.map_batches(decode_files, batch_size=16, batch_format="numpy",
                               num_cpus=cfg.cpus_per_task)
     uris = shard_uris(cfg.path)
-    check_shards(uris)
+    rows = check_shards(uris)
     fs, _ = storage.pyarrow_fs(uris[0])
     paths = [storage.get_fs(u)[1] for u in uris]
 
@@ -352,26 +363,9 @@ def clip_dataset(cfg: DataConfig, audio: AudioConfig, *, with_stems: bool = Fals
 
         return ds.map_batches(decode_shard, batch_size=16, batch_format="numpy", num_cpus=cfg.cpus_per_task)
 
+    n = passes(min(rows, cfg.max_clips) if cfg.max_clips else rows)
     first = one_epoch(0)
-    return first.union(*[one_epoch(e) for e in range(1, epochs)]) if epochs > 1 else first
-
-
-def source_size(cfg: DataConfig) -> int:
-    """Clips in the configured source before decoding (skips are found later): scene count,
-    audio files listed, or shard rows from the Parquet footers. Sizes a training stream."""
-    kind = resolve_source(cfg)
-    if kind == "synthetic":
-        n = cfg.synth.num_clips
-    elif kind == "folder":
-        n = len(folder_items(cfg)[0])
-    else:
-        import pyarrow.parquet as pq
-
-        n = 0
-        for u in shard_uris(cfg.path):
-            fs, path = storage.pyarrow_fs(u)
-            n += pq.read_metadata(path, filesystem=fs).num_rows
-    return min(n, cfg.max_clips) if cfg.max_clips else n
+    return first.union(*[one_epoch(e) for e in range(1, n)]) if n > 1 else first
 
 
 def usable(ds, num_cpus: float = 0.5):

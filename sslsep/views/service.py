@@ -44,7 +44,7 @@ VIEW_COLUMNS = ("clip_id", "epoch", "views", "view_kind", "view_separator", "vie
 
 def load_separators(registry_uri: str, wanted: list[str], device: str = "cpu") -> dict[str, Separator]:
     """Registry entries -> {name: Separator in eval mode}; a bad checkpoint names its file."""
-    entries = select(read_registry(registry_uri), [int(w) if str(w).isdigit() else w for w in wanted])
+    entries = select(read_registry(registry_uri), wanted)  # names, or steps as "500"
     models = {}
     for e in entries:
         try:
@@ -64,8 +64,7 @@ def separator_names(cfg: ExperimentConfig) -> list[str]:
     mixture-only views)."""
     if cfg.augment.kinds == ["mixture"]:
         return []
-    wanted = [int(w) if str(w).isdigit() else w for w in cfg.augment.separators]
-    return sorted(e["name"] for e in select(read_registry(cfg.separation.registry), wanted))
+    return sorted(e["name"] for e in select(read_registry(cfg.separation.registry), cfg.augment.separators))
 
 
 def _in_ray() -> bool:
@@ -231,10 +230,12 @@ class SeparationAugmenter:
         return {k: out[k] for k in self.columns} if self.columns else out
 
 
-def view_dataset(cfg: ExperimentConfig, *, clips=None, epochs: int = 1, columns: list[str] | None = None):
+def view_dataset(cfg: ExperimentConfig, *, clips=None, epochs: int = 1, clips_needed: int = 0,
+                 columns: list[str] | None = None):
     """clips (default: the configured source's usable clips, `epochs` passes over them in one
-    stream, each pass in its own order and with its own views) -> the streaming view Dataset of
-    the separators in `separation.registry`. `columns` keeps only those, inside the actor: a
+    stream, or enough for `clips_needed` (`clip_dataset`), each pass in its own order and with
+    its own views) -> the streaming view Dataset of the separators in `separation.registry`.
+    `columns` keeps only those, inside the actor: a
     `select_columns` after the pool would be one more task step that copies every view and
     waits for a CPU behind the decode tasks (on 2 cores, until the whole source was read)."""
     import ray.data
@@ -249,7 +250,8 @@ def view_dataset(cfg: ExperimentConfig, *, clips=None, epochs: int = 1, columns:
         load_separators(registry, aug.separators)  # fail at start, on the driver, not in a hung pool
     cpus = cfg.data.cpus_per_task  # the same for every task step, so that Ray fuses them
     if clips is None:  # a caller's clips need clip_id and audio (labels and epoch if it has them)
-        clips = usable(clip_dataset(cfg.data, cfg.audio, shuffle_seed=cfg.seed, epochs=epochs), cpus)
+        clips = usable(clip_dataset(cfg.data, cfg.audio, shuffle_seed=cfg.seed, epochs=epochs,
+                                    clips_needed=clips_needed), cpus)
         clips = clips.select_columns(["clip_id", "epoch", "audio", "labels"], num_cpus=cpus)
     # Ray Data already restarts dead actors without limit and retries their batches;
     # only a different limit needs passing (through a deprecated hook, hence only then)
