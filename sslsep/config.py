@@ -192,6 +192,12 @@ class AugmentConfig:
                                "(or non-finite) is bad output: its view falls back to the mixture")
     max_bad_share: float = _f(0.5, min=0.0, max=1.0, help="a separator whose output is bad for more than "
                               "this share of its views (after 32) stops the job, naming it")
+    gain_db: list[float] = _f([0.0, 0.0], help="waveform augmentation after the views are cut: each view's "
+                              "level changes by a gain drawn uniformly from [low, high] dB ([0, 0] = off)")
+    mix_prob: float = _f(0.0, min=0.0, max=1.0, help="mix-back: the share of views mixed with a crop of another "
+                         "clip of the same batch, at a level of `mix_db` relative to the view (0 = off)")
+    mix_db: list[float] = _f([-20.0, -10.0], help="mix-back level [low, high], dB of the other clip's crop "
+                             "relative to the view's power, drawn uniformly per mixed view")
     batch_size: int = _f(8, min=1, help="clips per separator call")
     min_actors: int = _f(1, min=1)
     max_actors: int = _f(1, min=1)
@@ -259,6 +265,9 @@ class EvaluationConfig:
     seed: int = _f(0, min=0, help="classifier initialisation, splits and the random-init encoder")
     synth_train_clips: int = _f(1000, min=2, help="synthetic protocol: labelled training scenes")
     synth_eval_clips: int = _f(500, min=1, help="synthetic protocol: evaluation scenes")
+    synth_folds: int = _f(5, min=1, help="synthetic protocol: k-fold cross-validation over the training and "
+                          "evaluation scenes together (k splits, so the verdict has a standard error); 1 = one "
+                          "split, classifiers trained on the training seed and scored on the evaluation seed")
     synth_seed: int = _f(2_000_000, min=0, help="synthetic protocol: training scenes use this seed, "
                          "evaluation scenes seed + 1; both must differ from pretraining's data.synth.seed")
     train_path: str = _f("", help="audioset protocol: folder of training audio ('' = data.path)")
@@ -471,6 +480,10 @@ def _validate_stages(cfg: ExperimentConfig, origin: str) -> None:
     bad_kinds = sorted(set(aug.kinds) - {"mixture", "channel", "sum"})
     if bad_kinds or not aug.kinds:
         raise ConfigError(f"{origin}: key 'augment.kinds' takes mixture, channel, sum; got {aug.kinds}")
+    for key in ("gain_db", "mix_db"):
+        lo_hi = getattr(aug, key)
+        if len(lo_hi) != 2 or lo_hi[0] > lo_hi[1]:
+            raise ConfigError(f"{origin}: key 'augment.{key}' must be [low, high], got {lo_hi}")
     pre = cfg.pretrain
     if pre.w_sim == 0 and pre.w_coinc == 0:
         raise ConfigError(f"{origin}: keys 'pretrain.w_sim' and 'pretrain.w_coinc' are both 0: nothing to learn")

@@ -22,7 +22,7 @@ from sslsep.run import RunDir
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["audio.clip_seconds=0.5", "pretrain.embed_dim=16", "evaluation.synth_train_clips=24",
         "evaluation.synth_eval_clips=12", "evaluation.hidden=16", "evaluation.max_epochs=15",
-        "evaluation.patience=3"]
+        "evaluation.patience=3", "evaluation.synth_folds=1"]
 
 
 def tiny_checkpoint(path: Path, seed: int = 1, dim: int = 24) -> str:
@@ -142,6 +142,22 @@ def test_protocols_pick_splits_from_the_data():
     cfg.evaluation.task = "single"
     with pytest.raises(ValueError, match="several labels"):
         build_task(cfg, "folds", {"all": _set("1234", [["a", "b"], ["a"], ["b"], ["a"]], [1] * 4, "wxyz")})
+
+
+def test_synthetic_protocol_folds_give_every_scene_one_test_split():
+    cfg = load_config(None, ["evaluation.synth_folds=3"])
+    labels = [["dog_bark"], ["siren", "rain"], ["rain"]] * 4
+    sets = {"train": _set([f"t{i}" for i in range(8)], labels[:8], [-1] * 8, [""] * 8),
+            "eval": _set([f"e{i}" for i in range(4)], labels[8:], [-1] * 4, [""] * 4, seed=1)}
+    task = build_task(cfg, "synthetic", sets)
+    assert [s.name for s in task.splits] == ["scene-fold 1", "scene-fold 2", "scene-fold 3"]
+    tested = np.concatenate([s.test for s in task.splits])
+    assert sorted(tested.tolist()) == list(range(12))  # every scene judged exactly once
+    for s in task.splits:
+        assert not set(s.train.tolist()) & set(s.test.tolist())
+    assert "3-fold cross-validation over 12 labelled scenes of seeds 2000000 and 2000001" in task.description
+    one = build_task(load_config(None, ["evaluation.synth_folds=1"]), "synthetic", sets)
+    assert [s.name for s in one.splits] == ["eval"] and one.splits[0].test.tolist() == list(range(8, 12))
 
 
 def test_synthetic_protocol_refuses_pretraining_seeds():

@@ -111,3 +111,19 @@ def test_a_separator_bad_on_most_views_stops_the_job_naming_it(broken_registry):
         for epoch in range(10):
             aug(batch_of(cfg, epoch=epoch))
     assert aug.counts["step-000003"]["views"] == 32
+
+
+def test_mix_back_and_gain_change_views_reproducibly():
+    """Mixture-only views (no separator) with mix-back and gain: every view differs from its plain
+    mixture crop by another clip of the batch and a level change, and the same batch gives the same views."""
+    plain, cfg = augmenter("", "augment.kinds=[mixture]", "augment.views_per_clip=2")
+    batch = batch_of(cfg, n=8)
+    base = plain(batch)["views"]  # (B, V, crop)
+    aug, _ = augmenter("", "augment.kinds=[mixture]", "augment.views_per_clip=2", "augment.mix_prob=1.0",
+                       "augment.gain_db=[-6, 6]")
+    out = aug(batch)["views"]
+    assert out.shape == base.shape and np.isfinite(out).all()
+    assert not np.allclose(out, base)
+    assert np.array_equal(out, aug(batch)["views"])
+    level = 10 * np.log10((out ** 2).mean(-1) / (base ** 2).mean(-1))  # (B, V) dB: gain + a little mix-back
+    assert (level > -6.5).all() and (level < 6.5).all()

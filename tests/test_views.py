@@ -5,8 +5,8 @@ import pytest
 
 from collections import Counter
 
-from sslsep.views.builders import (ViewDraw, ViewSpec, _subsets, active_channels, bad_output, draw_views, energy_db,
-                                   plan_views, render_views, resolve_views, span_start)
+from sslsep.views.builders import (ViewDraw, ViewSpec, _subsets, active_channels, augment_views, bad_output,
+                                   draw_views, energy_db, plan_views, render_views, resolve_views, span_start)
 
 
 def rng(seed=0):
@@ -159,3 +159,33 @@ def test_anchor_mixture_and_mixture_only():
     assert specs[0].kind == "mixture" and [s.kind for s in specs[1:]] == ["channel", "channel"]
     mix_only = plan_views(rng(5), 2, ["mixture"], {}, 16000, 8000)
     assert [s.kind for s in mix_only] == ["mixture", "mixture"] and mix_only[0].offset != mix_only[1].offset
+
+
+def test_augment_views_off_is_identity_and_gain_stays_in_range():
+    views = rng(1).normal(size=(4, 800)).astype(np.float32)  # (V, crop)
+    others = rng(2).normal(size=(4, 800)).astype(np.float32)
+    assert np.array_equal(augment_views(rng(3), views, others), views)
+    out = augment_views(rng(3), views, others, gain_db=(-6.0, 6.0))
+    change = energy_db(out) - energy_db(views)  # (V,) dB
+    assert ((change >= -6.0 - 1e-4) & (change <= 6.0 + 1e-4)).all() and np.ptp(change) > 0.5
+    # a gain only scales: each view stays the same waveform
+    for v in range(4):
+        assert np.allclose(out[v] / np.abs(out[v]).max(), views[v] / np.abs(views[v]).max(), atol=1e-5)
+    assert np.array_equal(out, augment_views(rng(3), views, others, gain_db=(-6.0, 6.0)))  # seeded
+
+
+def test_mix_back_adds_another_clip_at_the_drawn_level():
+    t = np.arange(800) / 8000
+    views = np.stack([np.sin(2 * np.pi * 440 * t)] * 3).astype(np.float32)  # (3, crop)
+    others = np.stack([np.sin(2 * np.pi * 1500 * t)] * 3).astype(np.float32) * 5.0
+    out = augment_views(rng(0), views, others, mix_prob=1.0, mix_db=(-15.0, -15.0))
+    added = out - views
+    # the added part is the other crop, at -15 dB relative to the view's power
+    assert np.allclose(energy_db(added) - energy_db(views), -15.0, atol=0.01)
+    assert np.allclose(np.corrcoef(added[0], others[0])[0, 1], 1.0, atol=1e-4)
+    assert np.array_equal(augment_views(rng(0), views, others, mix_prob=0.0), views)
+    assert np.array_equal(augment_views(rng(0), views, None, mix_prob=1.0), views)  # a batch of one: nothing
+    # turning one augmentation off does not change the other's draws
+    g = augment_views(rng(5), views, others, gain_db=(-3.0, 3.0), mix_prob=1.0, mix_db=(-15.0, -15.0))
+    g0 = augment_views(rng(5), views, others, gain_db=(-3.0, 3.0))
+    assert np.allclose(energy_db(g) - energy_db(g0), energy_db(out) - energy_db(views), atol=0.01)

@@ -2,7 +2,9 @@
 
 * ``synthetic``: multi-label scenes (14 classes). Training scenes come from seed
   ``evaluation.synth_seed``, evaluation scenes from ``synth_seed + 1``; neither may be a
-  stream pretraining saw (``data.synth.seed``, or its separation validation seed). One split.
+  stream pretraining saw (``data.synth.seed``, or its separation validation seed). With
+  ``evaluation.synth_folds`` >= 2 (the default, 5) both sets together are split k-fold
+  (scenes are independent), so every figure has a spread over k splits; 1: one split.
 * ``folds``: a labelled folder (or Parquet shards) with a ``fold`` column, UrbanSound8K /
   ESC-50 style. Several folds: leave-one-fold-out. One fold (or none): grouped k-fold over
   the recording ``group`` (UrbanSound8K ``fsID``), so no recording is on both sides.
@@ -134,7 +136,14 @@ def build_task(cfg: ExperimentConfig, protocol: str, sets: dict[str, EmbeddedSet
     groups = np.array([ids[i] if protocol == "synthetic" or not raw_groups[i] else raw_groups[i]
                        for i in rows])
     side = side_of[rows]
-    if protocol in ("synthetic", "audioset"):
+    if protocol == "synthetic" and ev.synth_folds >= 2:
+        seeds = synthetic_seeds(cfg)
+        splits = [Split(f"scene-fold {i + 1}", tr, te)
+                  for i, (tr, te) in enumerate(grouped_kfold(groups, ev.synth_folds, ev.seed))]
+        desc = (f"synthetic scenes, multi-label ({len(classes)} classes): {len(splits)}-fold cross-validation "
+                f"over {len(rows)} labelled scenes of seeds {seeds[0]} and {seeds[1]} (pretraining used seed "
+                f"{cfg.data.synth.seed})")
+    elif protocol in ("synthetic", "audioset"):
         splits = [Split("eval", np.flatnonzero(side == 0), np.flatnonzero(side == 1))]
         if protocol == "synthetic":
             seeds = synthetic_seeds(cfg)

@@ -177,3 +177,31 @@ def render_views(mixture: np.ndarray, specs: list[ViewSpec], crop_len: int,
         else:
             out[v] = separated[v][list(s.channels)].sum(axis=0)
     return out
+
+
+def augment_views(rng: np.random.Generator, views: np.ndarray, others: np.ndarray | None,
+                  gain_db: tuple[float, float] = (0.0, 0.0), mix_prob: float = 0.0,
+                  mix_db: tuple[float, float] = (-20.0, -10.0)) -> np.ndarray:
+    """Cheap waveform augmentations of one clip's rendered views, after separation (the
+    lineage of the method: COLA, Fonseca et al.'s mix-back): views (V, crop), others (V, crop)
+    = for each view a crop of another clip of the batch (None: no other clip) -> (V, crop).
+
+    Mix-back first: with probability `mix_prob` a view gets its other crop added at a level
+    drawn from `mix_db` (dB relative to the view's own power), so views of one clip share
+    their sound but not their background. Then each view's level changes by a gain drawn from
+    `gain_db`, so level alone never tells two clips apart. Every draw is made whatever the
+    settings (a fixed number per view), so turning one augmentation off does not change the
+    other's draws."""
+    V = views.shape[0]
+    mixed = rng.random(V) < mix_prob  # (V,)
+    mix_level = rng.uniform(mix_db[0], mix_db[1], size=V)  # (V,) dB
+    gain = rng.uniform(gain_db[0], gain_db[1], size=V)  # (V,) dB
+    out = views.astype(np.float32, copy=True)  # (V, crop)
+    if others is not None and mixed.any():
+        p_view = np.mean(np.square(out, dtype=np.float64), axis=-1)  # (V,)
+        p_other = np.mean(np.square(others, dtype=np.float64), axis=-1)  # (V,)
+        scale = np.sqrt(p_view * 10.0 ** (mix_level / 10.0) / np.maximum(p_other, 1e-12))  # (V,)
+        scale = np.where(mixed & (p_other > 1e-12), scale, 0.0)
+        out += (scale[:, None] * others).astype(np.float32)
+    out *= (10.0 ** (gain / 20.0)).astype(np.float32)[:, None]
+    return out

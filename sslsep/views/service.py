@@ -8,7 +8,8 @@ Separate once, view many. For each clip of a batch the actor first draws its vie
 separator, kind; `draw_views`, seeded by (seed, epoch, clip id)), then runs each drawn
 separator once, batched, on the drawn spans only (crop + `augment.context_seconds` each
 side; the whole clip where a clip's spans for one separator would add up to more), and
-last picks channels among the usable ones of each separated crop. Mixture views and separators
+last picks channels among the usable ones of each separated crop (then, if configured, mix-back
+with another clip of the batch and a random gain: `augment_views`). Mixture views and separators
 no view drew cost nothing. The batch is copied to the device once; spans are
 cut there; separators run under bf16 autocast with `augment.precision=bf16`.
 Bad output (non-finite, or a channel far louder than the mixture: a diverged checkpoint, a
@@ -35,8 +36,8 @@ from sslsep.config import ExperimentConfig, from_dict, to_dict
 from sslsep.data.sources import object_column
 from sslsep.separation.model import Separator
 from sslsep.separation.registry import read_registry, select
-from sslsep.views.builders import (ViewDraw, active_channels, bad_output, draw_views, render_views,
-                                   resolve_views, span_start)
+from sslsep.views.builders import (ViewDraw, active_channels, augment_views, bad_output, draw_views,
+                                   render_views, resolve_views, span_start)
 
 VIEW_COLUMNS = ("clip_id", "epoch", "views", "view_kind", "view_separator", "view_channels", "view_fallback",
                 "labels")
@@ -166,6 +167,21 @@ class SeparationAugmenter:
                     out[i][v] = e[:, o:o + crop]  # (M, crop)
         return out
 
+    @property
+    def augmenting(self) -> bool:
+        aug = self.cfg.augment
+        return aug.mix_prob > 0 or any(aug.gain_db)
+
+    def other_crops(self, rng: np.random.Generator, audio: np.ndarray, i: int, n: int) -> np.ndarray | None:
+        """audio (B, T) of the batch -> (n, crop): for each of clip i's n views, a crop of another
+        clip of the batch at a random offset (the mix-back background); None for a batch of one."""
+        B, T = audio.shape
+        if B < 2:
+            return None
+        js = (i + 1 + rng.integers(0, B - 1, size=n)) % B  # (n,) never i
+        offsets = rng.integers(0, T - self.crop_len + 1, size=n)  # (n,)
+        return np.stack([audio[j, o:o + self.crop_len] for j, o in zip(js, offsets)])  # (n, crop)
+
     def _check(self, name: str, bad: bool) -> None:
         c = self.counts[name]
         c["views"] += 1
@@ -210,7 +226,11 @@ class SeparationAugmenter:
                 failed.append(d.separator if bad else "")
                 active.append(None if crop is None or bad else active_channels(crop, mix, aug.min_channel_db))
             specs = resolve_views(rngs[i], clip_draws, aug.kinds, active)
-            views.append(render_views(audio[i], specs, self.crop_len, crops))  # (V, crop)
+            rendered = render_views(audio[i], specs, self.crop_len, crops)  # (V, crop)
+            if self.augmenting:
+                rendered = augment_views(rngs[i], rendered, self.other_crops(rngs[i], audio, i, len(specs)),
+                                         aug.gain_db, aug.mix_prob, aug.mix_db)
+            views.append(rendered)
             kinds.append([s.kind for s in specs])
             seps.append([s.separator for s in specs])
             chans.append([s.channels_text for s in specs])
