@@ -295,6 +295,9 @@ class JointConfig:
                              help="mixture-only: two crops of the mixture (no separation, COLA-style); "
                                   "channels-only: separated channels and sums; mixture-channel: the "
                                   "mixture against a channel; sim-only / coinc-only: one objective")
+    seeds: list[int] = _f([], min=0, help="pretraining seeds: every variant is pretrained once per seed (same "
+                          "separators, data and budget) and judged on the same splits, so the verdict has a spread "
+                          "over runs; [] = the config's `seed` only")
     evaluate: bool = _f(True, help="run the shallow evaluation and write results.md")
 
 
@@ -480,6 +483,8 @@ def _validate_stages(cfg: ExperimentConfig, origin: str) -> None:
     bad_kinds = sorted(set(aug.kinds) - {"mixture", "channel", "sum"})
     if bad_kinds or not aug.kinds:
         raise ConfigError(f"{origin}: key 'augment.kinds' takes mixture, channel, sum; got {aug.kinds}")
+    if len(set(cfg.joint.seeds)) != len(cfg.joint.seeds):
+        raise ConfigError(f"{origin}: key 'joint.seeds' repeats a seed: {cfg.joint.seeds}")
     for key in ("gain_db", "mix_db"):
         lo_hi = getattr(aug, key)
         if len(lo_hi) != 2 or lo_hi[0] > lo_hi[1]:

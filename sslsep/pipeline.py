@@ -13,6 +13,7 @@ experiments/joint.py runs them all; the sweep runs pretrain + evaluate per trial
 from __future__ import annotations
 
 import math
+import re
 import statistics
 import time
 
@@ -96,17 +97,43 @@ def shared_streams(todo: dict[str, ExperimentConfig]) -> list[list[str]]:
     return list(groups.values())
 
 
+def seeds(cfg: ExperimentConfig) -> list[int]:
+    """The pretraining seeds of a run: `joint.seeds`, or the config's own `seed`."""
+    return list(cfg.joint.seeds) or [cfg.seed]
+
+
+def seed_suffix(cfg: ExperimentConfig, seed: int) -> str:
+    """What a variant's row and directory carry for `seed`: nothing with one seed (the layout of
+    a one-seed run does not change), ' [seed N]' with several."""
+    return f" [seed {seed}]" if len(seeds(cfg)) > 1 else ""
+
+
+_SEEDED = re.compile(r"^(?P<name>.*) \[seed (?P<seed>\d+)\]$")
+
+
+def split_row_name(name: str) -> tuple[str, int | None]:
+    """'mixture-only [seed 2]' -> ('mixture-only', 2); a name without a seed -> (name, None)."""
+    m = _SEEDED.match(name)
+    return (m["name"], int(m["seed"])) if m else (name, None)
+
+
 def pretrain_stage(cfg: ExperimentConfig, run: RunDir) -> dict[str, dict]:
-    """Pretrain every variant on the separators of `registry_uri` (set on each variant as
-    `separation.registry`): the variants that share a view stream train together, on one
-    stream and the same batches (`pretrain_together`); each resumes or is reused from its own
-    directory. Returns {variant: {"encoder": uri, "label": description, "run_dir": uri}}."""
+    """Pretrain every variant, once per seed (`seeds`), on the separators of `registry_uri` (set
+    on each variant as `separation.registry`): the variants that share a view stream train
+    together, on one stream and the same batches (`pretrain_together`); each resumes or is
+    reused from its own directory (RUN_DIR/pretrain/<variant>, or .../<variant>/seed-N with
+    several seeds). Returns {row name: {"encoder": uri, "label": description, "run_dir": uri}},
+    the row name being the variant's, with ' [seed N]' when there are several seeds."""
     from sslsep.contrastive.train import finished, pretrain_together
 
     registry = registry_uri(cfg, run)
-    todo = {name: replace(vcfg, {"separation.registry": registry}, origin=f"variant {name}")
-            for name, vcfg in variants(cfg).items()}
-    subs = {name: RunDir(run.uri("pretrain", name)) for name in todo}
+    todo, subs = {}, {}
+    for seed in seeds(cfg):
+        suffix = seed_suffix(cfg, seed)
+        for name, vcfg in variants(cfg).items():
+            values = {"separation.registry": registry, "seed": seed}
+            todo[name + suffix] = replace(vcfg, values, origin=f"variant {name}{suffix}")
+            subs[name + suffix] = RunDir(run.uri("pretrain", name, *([f"seed-{seed}"] if suffix else [])))
     order = {name: i for i, name in enumerate(todo, 1)}
     for group in shared_streams(todo):
         left = [n for n in group if not finished(subs[n], todo[n].pretrain.steps)]
@@ -135,54 +162,83 @@ def pretrain_stage(cfg: ExperimentConfig, run: RunDir) -> dict[str, dict]:
 
 
 def evaluation_stage(cfg: ExperimentConfig, run: RunDir, encoders: dict[str, dict]) -> dict:
-    """Shallow evaluation of every pretrained variant beside the log-mel and random-init
-    baselines; RUN_DIR/results.{json,md}. Returns the results dict."""
+    """Shallow evaluation of every pretrained variant (and seed) beside the log-mel and
+    random-init baselines; RUN_DIR/results.{json,md}. Returns the results dict."""
     from sslsep.evaluation import evaluate_encoders
 
     if run.exists("results.json"):
         print(f"evaluate: done already ({run.uri('results.json')})")
         return run.read_json("results.json")
     extractors = {"logmel-stats": "logmel", "random-init": "random"}
-    for name, info in encoders.items():
-        extractors[name if name != MAIN else f"{MAIN} ({info['label']})"] = info["encoder"]
-    return evaluate_encoders(cfg, extractors, run)
+    for row, info in encoders.items():
+        name, seed = split_row_name(row)
+        label = f"{MAIN} ({info['label']})" if name == MAIN else name
+        extractors[label + (f" [seed {seed}]" if seed is not None else "")] = info["encoder"]
+    runs = {"seeds": seeds(cfg)} if len(seeds(cfg)) > 1 else None
+    return evaluate_encoders(cfg, extractors, run, runs=runs)
+
+
+def _paired(ours: list[dict], mix: list[dict], metric: str) -> list[float]:
+    """Per-split differences of two rows judged on the same splits."""
+    return [a[metric] - b[metric] for a, b in zip(ours, mix)
+            if a.get("split") == b.get("split") and a.get(metric) is not None and b.get(metric) is not None]
 
 
 def verdict(results: dict) -> str:
     """Did separated views beat mixture-only views on the same budget? One line per classifier
-    on the protocol's headline metric (mAP for multi-label, accuracy for single-label). With
-    several splits the comparison is paired (same splits, same seeds): the mean difference, its
-    standard error and the splits won; "beat" needs the mean above 2 standard errors, "leans"
-    above 1. With one split there is no spread estimate and a gap under 0.01 is a tie."""
+    on the protocol's headline metric (mAP for multi-label, accuracy for single-label),
+    paired: same splits, same seeds. With one pretraining run the spread is over its splits
+    (standard error of the mean per-split difference); with several runs (`joint.seeds`) it is
+    over the runs, each run counted by its mean over splits (the runs are the independent
+    units: splits of one run share its encoder). "beat" needs the mean difference above 2
+    standard errors, "leans" above 1. With one run of one split there is no spread estimate
+    and a gap under 0.01 is a tie."""
     metric = "mAP" if results["protocol"]["multilabel"] else "accuracy"
-    rows = {(r["extractor"], r["classifier"]): r for r in results["rows"]}
-    ours = [name for name, _ in rows if name.startswith(MAIN)]
-    if not ours or not any(name == "mixture-only" for name, _ in rows):
+    by: dict[tuple[str, str], dict[int | None, dict]] = {}
+    for r in results["rows"]:
+        name, seed = split_row_name(r["extractor"])
+        kind = "ours" if name.startswith(MAIN) else name
+        by.setdefault((kind, r["classifier"]), {})[seed] = {**r, "name": name}
+    if not any(k == "ours" for k, _ in by) or not any(k == "mixture-only" for k, _ in by):
         return "verdict: no mixture-only control in this run (joint.controls), nothing to compare"
     lines = []
-    for (name, clf), r in rows.items():
-        if name != ours[0] or ("mixture-only", clf) not in rows:
+    for (kind, clf), ours in by.items():
+        mix = by.get(("mixture-only", clf))
+        if kind != "ours" or mix is None:
             continue
-        m = rows[("mixture-only", clf)]
-        diff = r[metric] - m[metric]
-        pairs = [(a[metric], b[metric]) for a, b in zip(r.get("folds", []), m.get("folds", []))
-                 if a.get("split") == b.get("split") and a.get(metric) is not None and b.get(metric) is not None]
-        if len(pairs) >= 2:
-            d = [a - b for a, b in pairs]
+        run_seeds = [s for s in ours if s in mix]
+        per_run = {s: _paired(ours[s].get("folds", []), mix[s].get("folds", []), metric) for s in run_seeds}
+        a = statistics.fmean(ours[s][metric] for s in run_seeds)
+        b = statistics.fmean(mix[s][metric] for s in run_seeds)
+        diff = a - b
+        name = ours[run_seeds[0]]["name"]
+        n_splits = len(next(iter(per_run.values())))
+        if len(run_seeds) >= 2:
+            means = [statistics.fmean(d) if d else ours[s][metric] - mix[s][metric] for s, d in per_run.items()]
+            se = statistics.stdev(means) / math.sqrt(len(means))
+            won = sum(x > 0 for x in means)
+            splits_won = sum(x > 0 for d in per_run.values() for x in d)
+            spread = (f"paired over {len(means)} runs (seeds {', '.join(map(str, run_seeds))}) x {n_splits} "
+                      f"splits: standard error {se:.3f} over runs, separated better in {won}/{len(means)} runs "
+                      f"and {splits_won}/{len(means) * n_splits} splits")
+        elif n_splits >= 2:
+            d = per_run[run_seeds[0]]
             se = statistics.stdev(d) / math.sqrt(len(d))
-            won = sum(x > 0 for x in d)
-            spread = f"paired over {len(d)} splits: standard error {se:.3f}, separated better on {won}/{len(d)}"
-            if abs(diff) > 2 * se:
-                call = "separated views BEAT mixture-only" if diff > 0 else "mixture-only views beat separated"
-            elif abs(diff) > se:
-                call = "leans towards " + ("separated views" if diff > 0 else "mixture-only views") + \
-                    " (within 2 standard errors: not conclusive)"
-            else:
-                call = "no clear difference"
+            spread = (f"one run, paired over {len(d)} splits: standard error {se:.3f}, separated better on "
+                      f"{sum(x > 0 for x in d)}/{len(d)}")
         else:
-            spread = "one split: no spread estimate"
+            se = None
+            spread = "one run, one split: no spread estimate"
+        if se is None:
             call = "no clear difference (under 0.01)" if abs(diff) <= 0.01 else \
                 ("separated views ahead" if diff > 0 else "mixture-only views ahead") + " on this one split"
-        lines.append(f"verdict ({clf}, {metric}): {name} {r[metric]:.3f} vs mixture-only {m[metric]:.3f} "
+        elif abs(diff) > 2 * se:
+            call = "separated views BEAT mixture-only" if diff > 0 else "mixture-only views beat separated"
+        elif abs(diff) > se:
+            call = "leans towards " + ("separated views" if diff > 0 else "mixture-only views") + \
+                " (within 2 standard errors: not conclusive)"
+        else:
+            call = "no clear difference"
+        lines.append(f"verdict ({clf}, {metric}): {name} {a:.3f} vs mixture-only {b:.3f} "
                      f"(diff {diff:+.3f}, {spread}): {call}")
     return "\n".join(lines)

@@ -87,9 +87,10 @@ def run_classifiers(cfg: ExperimentConfig, task: Task, x: np.ndarray) -> list[di
     return out
 
 
-def evaluate_encoders(cfg: ExperimentConfig, extractors: dict[str, str], run=None) -> dict:
+def evaluate_encoders(cfg: ExperimentConfig, extractors: dict[str, str], run=None, runs: dict | None = None) -> dict:
     """Judge each extractor (row name -> checkpoint URI, or "logmel" / "random") under the
-    configured protocol. Returns the results dict (also written to `run`, a RunDir)."""
+    configured protocol. Returns the results dict (also written to `run`, a RunDir). `runs`
+    ({"seeds": [...]}) says how many pretraining runs the rows come from (the table states it)."""
     _check(cfg, extractors)
     t0 = time.monotonic()
     protocol = resolve_protocol(cfg)
@@ -120,6 +121,8 @@ def evaluate_encoders(cfg: ExperimentConfig, extractors: dict[str, str], run=Non
         "settings": to_dict(cfg.evaluation),
         "embed_s": round(embed_s, 2), "wall_s": round(time.monotonic() - t0, 2),
     }
+    if runs:
+        results["runs"] = runs
     if results["clips"]["used"] + len(skipped) + len(task.unlabelled) != total:
         raise RuntimeError("evaluation: clip accounting does not add up")  # a bug, never data
     if run is not None:
