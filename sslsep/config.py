@@ -61,9 +61,10 @@ def _f(default: Any, *, min: float | None = None, max: float | None = None,
 # Shared by every training stage (sslsep.training): the loop reads them the same way.
 LR_SCHEDULES = ("constant", "cosine")
 LR_SCHEDULE_HELP = "constant, or cosine decay to 0 at `steps` (both after `warmup_steps` of linear warm-up)"
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 PRECISION_HELP = ("autocast dtype of the forward pass: fp32 (off), bf16 (CPU and CUDA; the GPU preset's), "
-                  "fp16 (CUDA, with a gradient scaler)")
+                  "fp16 (CUDA, with a gradient scaler), auto (bf16 where the device computes it natively: "
+                  "CUDA with bf16, a CPU with AVX512-BF16 or AMX; else fp32)")
 
 VAL_SEED_OFFSET = 1_000_003  # synthetic data: separation validates on scenes of data.synth.seed + this
 MAX_FRAME_HOP_S = 0.05  # HEAR: the encoder's timestamp embeddings are at most 50 ms apart

@@ -13,7 +13,7 @@ from sslsep.run import RunDir
 from sslsep.session import LocalSession
 from sslsep.training import LoopSettings, lr_factor, run_loop
 from sslsep.training.loop import Window
-from sslsep.training.schedule import autocast, grad_scaler
+from sslsep.training.schedule import resolve_precision, autocast, grad_scaler
 
 
 def test_warmup_rises_linearly_then_cosine_reaches_zero():
@@ -38,6 +38,19 @@ def test_precision_contexts_on_cpu():
         assert lin(x).dtype == torch.float32
     assert grad_scaler("fp16", torch.device("cpu")).is_enabled()
     assert not grad_scaler("bf16", torch.device("cpu")).is_enabled()
+
+
+def test_auto_precision_is_bf16_only_where_the_cpu_computes_it(monkeypatch):
+    from sslsep.training import schedule
+
+    cpu = torch.device("cpu")
+    assert resolve_precision("fp32", cpu) == "fp32" and resolve_precision("fp16", cpu) == "fp16"
+    flags = open("/proc/cpuinfo").read() if __import__("os").path.exists("/proc/cpuinfo") else ""
+    native = "avx512_bf16" in flags or "amx_bf16" in flags
+    assert schedule.native_bf16(cpu) == native
+    assert resolve_precision("auto", cpu) == ("bf16" if native else "fp32")
+    monkeypatch.setattr(schedule, "native_bf16", lambda device: False)
+    assert schedule.resolve_precision("auto", cpu) == "fp32"
 
 
 def test_window_defines_throughput_once():

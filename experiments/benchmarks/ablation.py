@@ -32,7 +32,7 @@ sys.path.insert(0, str(REPO))
 
 from sslsep import pipeline  # noqa: E402
 from sslsep.cluster import check_fits, init_ray  # noqa: E402
-from sslsep.config import load_config, replace  # noqa: E402
+from sslsep.config import dump_yaml, load_config, replace  # noqa: E402
 from sslsep.run import RunDir  # noqa: E402
 
 # name -> values on top of the preset; each states the lever it changes
@@ -102,6 +102,7 @@ def main() -> None:
         for seed in args.seeds:
             cfg = replace(base, {**values, "seed": seed}, origin=f"arm {name}")
             run = RunDir(str(Path(args.out) / name / f"seed-{seed}"))
+            run.write_text("config.yaml", dump_yaml(cfg))  # what budget_curve.py reads
             encoders = pipeline.pretrain_stage(cfg, run)
             from sslsep.evaluation import evaluate_encoders
 

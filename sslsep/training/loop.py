@@ -21,7 +21,7 @@ import torch
 
 from sslsep.config import TrainingConfig
 from sslsep.session import device as session_device
-from sslsep.training.schedule import autocast, grad_scaler, lr_factor, set_lr
+from sslsep.training.schedule import autocast, grad_scaler, lr_factor, resolve_precision, set_lr
 
 StepFn = Callable[[torch.nn.Module, dict], tuple[torch.Tensor, dict]]
 SaveFn = Callable[[torch.nn.Module, int, dict, bool], None]
@@ -102,7 +102,10 @@ def run_loop(session, s: LoopSettings, model: torch.nn.Module, optimizer: torch.
     clipped apart (several models in one module); default: all of them together."""
     torch.set_num_threads(s.torch_threads)
     device = session_device()
-    scaler = grad_scaler(s.precision, device)
+    precision = resolve_precision(s.precision, device)
+    if s.precision == "auto" and session.rank == 0:
+        print(f"{s.stage}: precision auto -> {precision} on {device.type}", flush=True)
+    scaler = grad_scaler(precision, device)
     step, elapsed_before = 0, 0.0
     state = session.restore()
     if state is not None:
@@ -126,7 +129,7 @@ def run_loop(session, s: LoopSettings, model: torch.nn.Module, optimizer: torch.
             t0 = time.monotonic()
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             lr = set_lr(optimizer, s.lr, lr_factor(step, s.steps, s.warmup_steps, s.lr_schedule))
-            with autocast(s.precision, device):
+            with autocast(precision, device):
                 loss, parts = step_fn(wrapped, batch)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()

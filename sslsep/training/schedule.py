@@ -33,6 +33,29 @@ def set_lr(optimizer: torch.optim.Optimizer, base_lr: float, factor: float) -> f
     return lr
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Does `device` compute bf16 natively? CUDA: the GPU says (Ampere and later); CPU: the
+    AVX512-BF16 or AMX instructions (read from /proc/cpuinfo; other systems say no). Without
+    them autocast emulates bf16 and runs slower than fp32."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type != "cpu":
+        return False
+    try:
+        flags = open("/proc/cpuinfo").read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """`auto` -> bf16 where the device computes it natively (`native_bf16`), else fp32; any
+    other setting is kept."""
+    if precision == "auto":
+        return "bf16" if native_bf16(device) else "fp32"
+    return precision
+
+
 def autocast(precision: str, device: torch.device):
     """The forward pass's autocast context: fp32 = none; bf16 on CPU or CUDA; fp16 on CUDA."""
     if precision == "fp32":
