@@ -45,7 +45,7 @@ def cmd_pack(args) -> None:
         cfg.data.class_index_csv = args.class_index
     report = pack_folder(cfg.data, args.dst, cfg.audio, workers=args.workers, progress=not args.quiet)
     print(report.summary())
-    print(f"wrote {args.dst}/manifest.json")
+    print(f"wrote {args.dst}/_manifest.json")
 
 
 def cmd_check(args) -> None:

@@ -80,6 +80,22 @@ def tone(seconds: float = 1.0, rate: int = 16000, freq: float = 440.0, channels:
     return np.stack([x] * channels, axis=1) if channels > 1 else x
 
 
+def rows_per_reader(folder: Path) -> dict[str, int]:
+    """Rows of a Parquet folder as each common reader sees it, opened as it is: pyarrow.dataset,
+    pandas and DuckDB on the folder, DuckDB and polars on its `*.parquet` glob (polars' folder form
+    refuses any other file in the folder, even one its siblings skip)."""
+    import duckdb
+    import pandas as pd
+    import polars as pl
+    import pyarrow.dataset as pads
+
+    return {"pyarrow.dataset": pads.dataset(str(folder), format="parquet").count_rows(),
+            "pandas": len(pd.read_parquet(folder)),
+            "duckdb folder": duckdb.sql(f"SELECT count(*) FROM read_parquet('{folder}')").fetchall()[0][0],
+            "duckdb glob": duckdb.sql(f"SELECT count(*) FROM '{folder}/*.parquet'").fetchall()[0][0],
+            "polars glob": pl.scan_parquet(f"{folder}/*.parquet").select(pl.len()).collect().item()}
+
+
 def write_bad_folder(root: Path) -> dict[str, str]:
     """A folder with good, converted, silent and broken files -> {relative path: expected status}."""
     (root / "sub").mkdir(parents=True, exist_ok=True)

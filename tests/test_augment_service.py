@@ -134,6 +134,9 @@ def test_augment_script_writes_views_to_parquet(registry, tmp_path):
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     table = pq.read_table(tmp_path / "aug" / "views")
+    from conftest import rows_per_reader
+
+    assert set(rows_per_reader(tmp_path / "aug" / "views").values()) == {24}
     assert sorted(table["clip_id"].to_pylist()) == sorted(f"synth-0-{i:08d}" for i in range(24))
     assert set(table.column_names) >= {"views", "view_kind", "view_separator", "view_channels", "labels"}
     report = json.loads((tmp_path / "aug" / "augment_report.json").read_text())

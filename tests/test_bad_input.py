@@ -162,7 +162,7 @@ def test_pack_keeps_good_clips_names_the_rest_and_reads_back(bad_inputs, tmp_pat
     cfg = load_config(None, ["audio.clip_seconds=1.0", "data.shard_clips=4"], str(bad_inputs))
     dst = tmp_path / "shards"
     report = pack_folder(cfg.data, str(dst), cfg.audio, progress=False)
-    manifest = json.loads((dst / "manifest.json").read_text())
+    manifest = json.loads((dst / "_manifest.json").read_text())
     assert {s["name"]: s["status"] for s in manifest["report"]["skipped"]} == SKIPPED
     assert manifest["clips"] + len(manifest["report"]["skipped"]) == len(AUDIO) == report.total
     shards = load_config(None, ["audio.clip_seconds=1.0"], str(dst))

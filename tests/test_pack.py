@@ -15,7 +15,7 @@ from sslsep.config import load_config
 from sslsep.data.pack import pack_folder
 from sslsep.data.sources import clip_dataset, iter_clips
 
-from conftest import write_bad_folder
+from conftest import rows_per_reader, write_bad_folder
 
 
 def read_shards(folder):
@@ -36,8 +36,10 @@ def test_pack_cli_names_every_broken_file(bad_folder, tmp_path):
     for name in broken:
         assert f"skipped {name}: {expected[name]}" in res.stdout
     assert "labels  missing.wav: missing_file" in res.stdout
-    manifest = json.loads((tmp_path / "shards" / "manifest.json").read_text())
+    manifest = json.loads((tmp_path / "shards" / "_manifest.json").read_text())
     assert manifest["clips"] == 5 and manifest["num_shards"] == 3
+    # the folder opens as it is with the readers people use (the report's "_" makes them skip it)
+    assert set(rows_per_reader(tmp_path / "shards").values()) == {5}
     assert sorted(s["name"] for s in manifest["report"]["skipped"]) == sorted(broken)
     # shards hold the original bytes of every good file
     table = read_shards(tmp_path / "shards")
@@ -47,12 +49,26 @@ def test_pack_cli_names_every_broken_file(bad_folder, tmp_path):
         assert data == (root / k).read_bytes()
 
 
+def test_a_folder_packed_the_old_way_still_reads(bad_folder, tmp_path):
+    """Folders packed before the report became _manifest.json hold manifest.json among the shards:
+    sslsep reads them as before (only *.parquet files are shards); other readers need the rename
+    that README states (mv manifest.json _manifest.json)."""
+    root, expected = bad_folder
+    cfg = load_config(None, ["data.shard_clips=2"], str(root))
+    dst = tmp_path / "old"
+    pack_folder(cfg.data, str(dst), cfg.audio, progress=False)
+    (dst / "_manifest.json").rename(dst / "manifest.json")
+    old = load_config(None, [], str(dst))
+    ids = sorted(r["clip_id"] for r in iter_clips(old.data, old.audio))
+    assert ids == sorted(k for k, s in expected.items() if s in ("ok", "silent"))
+
+
 def test_pack_is_deterministic(bad_folder, tmp_path):
     root, _ = bad_folder
     cfg = load_config(None, ["data.shard_clips=3"], str(root))
     for out in ("a", "b"):
         pack_folder(cfg.data, str(tmp_path / out), cfg.audio, workers=3, progress=False)
-    for name in ("shard-00000.parquet", "shard-00001.parquet", "manifest.json"):
+    for name in ("shard-00000.parquet", "shard-00001.parquet", "_manifest.json"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
 
 
@@ -64,7 +80,7 @@ def test_pack_to_s3_and_stream_back_through_ray(ray_session, s3_server, bad_fold
     assert report.kept == 5
     fs, path = storage.get_fs(dst)
     assert sorted(p.rsplit("/", 1)[-1] for p in fs.ls(path)) == [
-        "manifest.json", "shard-00000.parquet", "shard-00001.parquet", "shard-00002.parquet"]
+        "_manifest.json", "shard-00000.parquet", "shard-00001.parquet", "shard-00002.parquet"]
     s3cfg = load_config(None, ["audio.clip_seconds=1.0"], dst)
     local = {r["clip_id"]: r for r in iter_clips(cfg.data, cfg.audio) if r["status"] in ("ok", "silent")}
     rows = {r["clip_id"]: r for r in clip_dataset(s3cfg.data, s3cfg.audio).iter_rows()}

@@ -2,7 +2,7 @@
 
 Shards keep each file's original encoded bytes (so a clip decodes bit-identically to its
 source file) next to its metadata. Every file is decoded once while packing: broken ones
-are left out and named in the summary and in DST/manifest.json; silent ones are packed
+are left out and named in the summary and in DST/_manifest.json; silent ones are packed
 and flagged.
 
 Shard columns: clip_id, audio_bytes, format, labels, fold, group, status,
@@ -31,6 +31,8 @@ SCHEMA = pa.schema([
     ("status", pa.string()), ("source_rate", pa.int32()), ("source_channels", pa.int32()),
     ("source_frames", pa.int64()),
 ])
+
+MANIFEST = "_manifest.json"  # the packing report; a leading "_" so that Parquet readers skip it
 
 
 def _inspect(item: FolderItem, audio: AudioConfig) -> tuple[dict | None, str, str]:
@@ -92,5 +94,7 @@ def pack_folder(data: DataConfig, dst: str, audio: AudioConfig, *, workers: int 
     manifest = {"source": data.path, "num_shards": len(shards), "clips": report.kept,
                 "classes": classes, "shards": [storage.relpath(s, dst) for s in shards],
                 "report": report.to_dict()}
-    storage.write_bytes(storage.join(dst, "manifest.json"), json.dumps(manifest, indent=1).encode())
+    # "_manifest.json": readers of Parquet folders (pyarrow.dataset, pandas, polars, Spark) skip names
+    # that start with "_" or ".", so DST opens as a dataset with every reader
+    storage.write_bytes(storage.join(dst, MANIFEST), json.dumps(manifest, indent=1).encode())
     return report
