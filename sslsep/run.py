@@ -23,6 +23,7 @@ from importlib import metadata
 from pathlib import Path
 
 from sslsep import storage
+from sslsep.events import EventLog
 from sslsep.config import ConfigError, ExperimentConfig, dump_yaml, load_config, replace, run_name
 
 PACKAGES = ("sslsep", "ray", "torch", "torchaudio", "numpy", "pyarrow", "optuna", "soundfile", "s3fs")
@@ -94,6 +95,7 @@ class RunDir:
         storage.makedirs(self.path)
         self._metrics_uri = self.uri("metrics.jsonl")
         self._remote_lines: list[str] | None = None
+        self.events = EventLog(self.path)  # TensorBoard scalars of every metrics line
 
     @property
     def name(self) -> str:
@@ -117,8 +119,10 @@ class RunDir:
         return storage.exists(self.uri(name))
 
     def log_metrics(self, metrics: dict) -> None:
-        """Append one JSON object to metrics.jsonl (S3 has no append: rewrite the object)."""
+        """Append one JSON object to metrics.jsonl (S3 has no append: rewrite the object) and its
+        numbers to the directory's TensorBoard event file (`sslsep.events`)."""
         line = json.dumps(_jsonable({"time": round(time.time(), 3), **metrics}), sort_keys=False)
+        self.events.log(_jsonable(metrics))
         if not storage.is_remote(self.path):
             with open(self._metrics_uri, "a") as f:
                 f.write(line + "\n")
