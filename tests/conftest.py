@@ -96,6 +96,14 @@ def rows_per_reader(folder: Path) -> dict[str, int]:
             "polars glob": pl.scan_parquet(f"{folder}/*.parquet").select(pl.len()).collect().item()}
 
 
+def read_scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(folder))
+    acc.Reload()
+    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+
+
 def write_bad_folder(root: Path) -> dict[str, str]:
     """A folder with good, converted, silent and broken files -> {relative path: expected status}."""
     (root / "sub").mkdir(parents=True, exist_ok=True)

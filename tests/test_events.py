@@ -7,13 +7,7 @@ import pytest
 from sslsep.events import scalars
 from sslsep.run import RunDir
 
-
-def read_scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    acc = EventAccumulator(str(folder))
-    acc.Reload()
-    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+from conftest import read_scalars
 
 
 def test_metrics_lines_become_scalars_by_stage_step_and_row():

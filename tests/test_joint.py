@@ -9,7 +9,7 @@ import pytest
 import soundfile as sf
 import yaml
 
-from conftest import tone
+from conftest import read_scalars, tone
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -58,6 +58,12 @@ def test_joint_on_a_folder_accounts_for_every_clip_and_resumes(tmp_path, bad_fol
     assert results["clips"]["total"] == len(expected)  # the evaluation accounts for every file too
     assert {s["name"] for s in results["clips"]["skipped"]} == {s["name"] for s in report["skipped"]}
     assert "verdict (linear" in (out / "verdict.txt").read_text()
+    # `tensorboard --logdir RUN_DIR` shows every stage: the job's lines, and each variant's curves
+    top = read_scalars(out)
+    assert "data/clips" in top and any(t.startswith("evaluate/mixture-only/linear/") for t in top)
+    for name in ("configured", "mixture-only"):
+        tags = read_scalars(out / "pretrain" / name)
+        assert [s for s, _ in tags["pretrain/total"]] == [1, 2] and "pretrain/steps_per_s" in tags, name
     assert [e["step"] for e in json.loads((out / "registry.json").read_text())["separators"]] == [1, 2]
     again = joint("--data", str(root), *tiny, "--out", str(out))
     assert again.returncode == 0 and "data: done already" in again.stdout
