@@ -207,6 +207,8 @@ def verdict(results: dict) -> str:
         if kind != "ours" or mix is None:
             continue
         run_seeds = [s for s in ours if s in mix]
+        if not run_seeds:
+            continue
         per_run = {s: _paired(ours[s].get("folds", []), mix[s].get("folds", []), metric) for s in run_seeds}
         a = statistics.fmean(ours[s][metric] for s in run_seeds)
         b = statistics.fmean(mix[s][metric] for s in run_seeds)

@@ -9,7 +9,9 @@ and the mixture-only control are pretrained on the same separators (`--registry`
 once, so the arms differ only in pretraining) with the same steps, batch and views, then
 judged by the fixed evaluation of the preset (same classifiers, settings and splits): the
 linear probe by default (`--classifiers`). The paired difference (separated - mixture-only)
-over every split of every seed gives a mean, a standard error and the splits won.
+over every split of every seed gives a mean, a standard error over those pairs and the splits
+won; each seed's own difference is listed too (with several seeds, their spread is what the
+joint job's verdict uses).
 
 No arm looks at labels during pretraining: labels enter only the evaluation. Prints one JSON
 line per arm as it finishes and the whole table at the end; writes results/ablation[_tag].json.
@@ -120,8 +122,12 @@ def main() -> None:
         line = {"arm": name, "values": values, "metric": metric, "seeds": args.seeds, "wall_s":
                 round(time.monotonic() - t0, 1), "per_seed": per_seed}
         for clf, pr in pairs.items():
+            seed_diffs = [p["separated"] - p["mixture_only"] for p in per_seed if p["classifier"] == clf]
             line[clf] = {"separated": statistics.fmean(a for a, _ in pr),
-                         "mixture_only": statistics.fmean(b for _, b in pr), **paired(pr)}
+                         "mixture_only": statistics.fmean(b for _, b in pr), **paired(pr),
+                         # the verdict's estimate: runs are the independent units (pipeline.verdict)
+                         "seed_diffs": seed_diffs, "se_seeds": statistics.stdev(seed_diffs) / math.sqrt(len(seed_diffs))
+                         if len(seed_diffs) >= 2 else float("nan")}
         print(json.dumps(line), flush=True)
         table.append(line)
     out = {"benchmark": "ablation", "config": args.config, "data": args.data, "registry": args.registry,
@@ -129,13 +135,15 @@ def main() -> None:
            "machine": {"cpus": __import__("os").cpu_count(), "platform": platform.platform()}}
     res = REPO / "experiments" / "benchmarks" / "results" / f"ablation{'_' + args.tag if args.tag else ''}.json"
     res.write_text(json.dumps(out, indent=1))
-    print(f"\n| arm | classifier | separated | mixture-only | diff | s.e. | splits won |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print("\n| arm | classifier | separated | mixture-only | diff | s.e. (seed x split pairs) | per-seed diffs "
+          "| splits won |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for line in table:
         for clf in args.classifiers:
             r = line[clf]
+            seeds = ", ".join(f"{d:+.3f}" for d in r["seed_diffs"])
             print(f"| {line['arm']} | {clf} | {r['separated']:.3f} | {r['mixture_only']:.3f} | {r['diff']:+.3f} | "
-                  f"{r['se']:.3f} | {r['won']}/{r['n']} |")
+                  f"{r['se']:.3f} | {seeds} | {r['won']}/{r['n']} |")
     print(json.dumps({"benchmark": "ablation", "arms": len(table), "results": str(res)}))
 
 
