@@ -122,16 +122,16 @@ class RunDir:
         """Append one JSON object to metrics.jsonl (S3 has no append: rewrite the object) and its
         numbers to the directory's TensorBoard event file (`sslsep.events`)."""
         line = json.dumps(_jsonable({"time": round(time.time(), 3), **metrics}), sort_keys=False)
-        self.events.log(_jsonable(metrics))
         if not storage.is_remote(self.path):
             with open(self._metrics_uri, "a") as f:
                 f.write(line + "\n")
-            return
-        if self._remote_lines is None:
-            old = storage.read_bytes(self._metrics_uri).decode() if storage.exists(self._metrics_uri) else ""
-            self._remote_lines = old.splitlines()
-        self._remote_lines.append(line)
-        storage.write_bytes(self._metrics_uri, ("\n".join(self._remote_lines) + "\n").encode())
+        else:
+            if self._remote_lines is None:
+                old = storage.read_bytes(self._metrics_uri).decode() if storage.exists(self._metrics_uri) else ""
+                self._remote_lines = old.splitlines()
+            self._remote_lines.append(line)
+            storage.write_bytes(self._metrics_uri, ("\n".join(self._remote_lines) + "\n").encode())
+        self.events.log(_jsonable(metrics))  # after metrics.jsonl, the record of the run
 
     def metrics(self) -> list[dict]:
         if not storage.exists(self._metrics_uri):
