@@ -1,6 +1,5 @@
 """TensorBoard event files beside metrics.jsonl, read back with TensorBoard's own reader."""
 
-from pathlib import Path
 
 import pytest
 

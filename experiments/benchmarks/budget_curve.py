@@ -88,7 +88,7 @@ def main() -> None:
            "protocol": results["protocol"]["description"], "curve": curve}
     res = REPO / "experiments" / "benchmarks" / "results" / f"budget_curve{'_' + args.tag if args.tag else ''}.json"
     res.write_text(json.dumps(out, indent=1))
-    print(f"| classifier | step | separated | mixture-only | diff | s.e. | splits won |")
+    print("| classifier | step | separated | mixture-only | diff | s.e. | splits won |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for c in curve:
         print(f"| {c['classifier']} | {c['step']} | {c['separated']:.3f} | {c['mixture_only']:.3f} | "

@@ -35,6 +35,7 @@ def _cell(mean, std, digits: int = 3) -> str:
 def markdown(results: dict) -> str:
     """results.json's dict -> results.md."""
     p, clips = results["protocol"], results["clips"]
+    seeds = results.get("runs", {}).get("seeds", [])
     single = not p["multilabel"]
     lines = ["# Shallow evaluation", "",
              f"Protocol: {p['description']}.", "",
@@ -43,8 +44,8 @@ def markdown(results: dict) -> str:
              f"{results['settings']['val_fraction']:.0%} of each training side's recording groups"
              + ("; then refit on the whole training side for that many epochs" if results["settings"]["refit"]
                 else "") + ". Embeddings are standardised with training statistics.", "",
-             *([f"Runs: {len(results['runs']['seeds'])} pretraining seeds ({', '.join(map(str, results['runs']['seeds']))}"
-                  f"); a row per variant and seed, `[seed N]`.", ""] if results.get("runs") else []),
+             *([f"Runs: {len(seeds)} pretraining seeds ({', '.join(map(str, seeds))}); a row per variant "
+                "and seed, `[seed N]`.", ""] if seeds else []),
              f"Clips: {clips['total']} in = {clips['used']} evaluated + {len(clips['skipped'])} skipped "
              f"(unusable audio) + {len(clips['unlabelled'])} unlabelled.", ""]
     cols = ["extractor", "classifier", "dim", "mAP", "AUC", "d'"] + (["accuracy"] if single else [])
