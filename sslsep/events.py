@@ -36,9 +36,7 @@ def scalars(metrics: dict) -> tuple[list[tuple[str, float]], int]:
         prefix += f"/{metrics['classifier']}"
     out = []
     for key, value in metrics.items():
-        if key in SKIP or isinstance(value, bool) or not isinstance(value, (int, float)):
-            continue
-        if value is None or not math.isfinite(float(value)):
+        if key in SKIP or isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             continue
         out.append((f"{prefix}/{key}", float(value)))
     step = metrics.get("step")

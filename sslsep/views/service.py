@@ -121,6 +121,7 @@ class SeparationAugmenter:
         self.crop_len = int(round(min(aug.crop_seconds, a.clip_seconds) * a.sample_rate))
         self.margin = int(round(aug.context_seconds * a.sample_rate))
         self.counts = {n: {"views": 0, "bad": 0, "calls": 0, "separated_s": 0.0} for n in self.names}
+        self.augmenting = aug.mix_prob > 0 or any(aug.gain_db)  # waveform augmentations after rendering
         self._last_return = None
         self.metrics = _ServiceMetrics() if _in_ray() else None  # in-process use has no exporter
 
@@ -166,11 +167,6 @@ class SeparationAugmenter:
                     o = draws[i][v].offset - start
                     out[i][v] = e[:, o:o + crop]  # (M, crop)
         return out
-
-    @property
-    def augmenting(self) -> bool:
-        aug = self.cfg.augment
-        return aug.mix_prob > 0 or any(aug.gain_db)
 
     def other_crops(self, rng: np.random.Generator, audio: np.ndarray, i: int, n: int) -> np.ndarray | None:
         """audio (B, T) of the batch -> (n, crop): for each of clip i's n views, a crop of another
