@@ -116,6 +116,36 @@ def test_two_workers_ddp_with_global_negatives(ray_session, tmp_path, registry):
     for name in variants:
         m = lines(tmp_path / name)
         assert [x["step"] for x in m] == [2, 4] and np.isfinite(m[-1]["total"]), name
+    assert not (tmp_path / "configured" / "failures.json").exists()  # no worker group was restarted
+
+
+@pytest.mark.ray
+@pytest.mark.parametrize("control", ["mixture-only", "channels-only", "mixture-channel"])
+def test_two_ddp_workers_train_every_view_control(ray_session, tmp_path, registry, control):
+    """The controls with a stream of their own (sim-only and coinc-only share the configured
+    model's: the test above) on two workers, without a restart."""
+    cfg = load_config(None, BASE + ["pretrain.num_workers=2", "pretrain.cpus_per_worker=0.5",
+                                    "augment.cpus_per_actor=0.25", "data.cpus_per_task=0.25"])
+    cfg = control_config(with_registry(cfg, registry), control)
+    pretrain(cfg, RunDir(str(tmp_path)))
+    m = lines(tmp_path)
+    assert [x["step"] for x in m] == [2, 4] and np.isfinite(m[-1]["total"])
+    assert not (tmp_path / "failures.json").exists()
+
+
+@pytest.mark.ray
+def test_an_error_that_repeats_after_a_restart_is_raised_not_retried(ray_session, tmp_path, registry):
+    """A bug is not a fault: the run directory cannot take the kept encoder of step 2 (its
+    `encoders` is a file), the restarted attempt fails the same way at the same step, and the
+    run stops with the training function's own error after two attempts, not four."""
+    (tmp_path / "encoders").write_text("not a directory")
+    cfg = with_registry(load_config(None, BASE + ["pretrain.checkpoint_steps=[2]"]), registry)
+    with pytest.raises(OSError) as err:
+        pretrain(cfg, RunDir(str(tmp_path)))
+    assert "encoders" in str(err.value) and "pretrain step 2" in "".join(getattr(err.value, "__notes__", []))
+    failures = json.loads((tmp_path / "failures.json").read_text())
+    assert [f["decision"] for f in failures] == ["retry", "repeated"]
+    assert not any(f["fault"] for f in failures) and "at step 2" in failures[-1]["failure"]
 
 
 @pytest.mark.ray
@@ -154,6 +184,8 @@ def test_killed_training_worker_resumes_from_latest_checkpoint(ray_session, tmp_
     assert steps[-1] == 14
     after = steps[killed["lines"]:]
     assert after and after[0] > 2, f"restarted from scratch instead of the checkpoint: {steps}"
+    failures = json.loads((tmp_path / "failures.json").read_text())
+    assert [(f["fault"], f["decision"]) for f in failures] == [(True, "retry")]  # a fault: retried
 
 
 @pytest.mark.ray

@@ -106,6 +106,15 @@ def test_ray_train_path_writes_states_and_resumes(ray_session, tmp_path):
 
 
 @pytest.mark.ray
+def test_two_ddp_workers_train_the_separator_without_a_restart(ray_session, tmp_path):
+    cfg = load_config(None, [*TINY[:-1], "data.synth.num_clips=24", "separation.steps=4",
+                             "separation.num_workers=2", "separation.cpus_per_worker=0.5"])
+    reg = train_separators(cfg, RunDir(str(tmp_path)))
+    assert [e["step"] for e in reg["separators"]] == [2, 4]
+    assert not (tmp_path / "failures.json").exists()  # no worker group was restarted
+
+
+@pytest.mark.ray
 def test_run_directory_on_s3(ray_session, s3_server):
     """Ray Train storage, convergence states and the registry on a real S3 API server;
     separators load straight from s3://."""

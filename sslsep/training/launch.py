@@ -3,41 +3,77 @@
 from __future__ import annotations
 
 import os
+import time
 from typing import Callable
 
 from sslsep import storage
 
 from sslsep.run import RunDir
+from sslsep.training.faults import Failure, classify, decide, original_error
 from sslsep.training.loop import LoopSettings
+
+MAX_FAILURES = 3  # failed attempts (faults, or first occurrences of an error) restarted from a checkpoint
 
 
 def launch(train_loop: Callable[[dict], None], config: dict, s: LoopSettings,
            datasets: Callable[[], dict], run: RunDir, name: str) -> None:
     """Run `train_loop(config)`: with `s.use_ray`, on `s.num_workers` Ray Train workers fed by
     `datasets()` (built only then), checkpoints under RUN_DIR/ray_train/<name>; otherwise in
-    this process at world size 1 (`config["local"] = True`)."""
+    this process at world size 1 (`config["local"] = True`).
+
+    A failed attempt is restarted from the latest checkpoint up to `MAX_FAILURES` times, unless
+    it failed with the error of the attempt before it (`sslsep.training.faults`): then the
+    training function's own exception is raised. Every failed attempt is recorded in
+    RUN_DIR/failures.json."""
     if not s.use_ray:
         train_loop({**config, "local": True})
         return
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    data = datasets()
-    # Ray Train resolves ingest options in its controller, where the driver's DataContext
-    # (row order: data.preserve_order) is not: hand them over from here
-    ingest = ray.train.DataConfig(execution_options=ray.train.DataConfig.default_ingest_options())
-    TorchTrainer(
-        train_loop, train_loop_config=config, datasets=data, dataset_config=ingest,
-        scaling_config=ray.train.ScalingConfig(num_workers=s.num_workers, use_gpu=s.use_gpu,
-                                               resources_per_worker={"CPU": s.cpus_per_worker}),
-        run_config=ray_run_config(run.uri("ray_train"), name),
-    ).fit()
+    history: list[Failure] = []
+    while True:
+        # a new trainer on the same storage path and name restores the latest checkpoint
+        data = datasets()
+        # Ray Train resolves ingest options in its controller, where the driver's DataContext
+        # (row order: data.preserve_order) is not: hand them over from here
+        ingest = ray.train.DataConfig(execution_options=ray.train.DataConfig.default_ingest_options())
+        trainer = TorchTrainer(
+            train_loop, train_loop_config=config, datasets=data, dataset_config=ingest,
+            scaling_config=ray.train.ScalingConfig(num_workers=s.num_workers, use_gpu=s.use_gpu,
+                                                   resources_per_worker={"CPU": s.cpus_per_worker}),
+            run_config=ray_run_config(run.uri("ray_train"), name),
+        )
+        try:
+            trainer.fit()
+            return
+        except ray.train.TrainingFailedError as e:
+            history.append(classify(e))
+            decision = decide(history, MAX_FAILURES)
+            _record_failure(run, name, len(history), history[-1], decision)
+            if decision == "retry":
+                print(f"{name}: attempt {len(history)} failed ({history[-1].describe()}); "
+                      "restarting from the latest checkpoint", flush=True)
+                continue
+            if decision == "repeated":
+                print(f"{name}: the same error again after a restart ({history[-1].describe()}): "
+                      "a bug, not a fault; not retrying", flush=True)
+                raise original_error(e) from e
+            raise
 
 
-def ray_run_config(storage_uri: str, name: str, max_failures: int = 3):
+def _record_failure(run: RunDir, name: str, attempt: int, failure: Failure, decision: str) -> None:
+    """Append the failed attempt to RUN_DIR/failures.json (what failed, what was decided)."""
+    old = run.read_json("failures.json") if run.exists("failures.json") else []
+    run.write_json("failures.json", old + [{"time": round(time.time(), 3), "stage": name, "attempt": attempt,
+                                            "failure": failure.describe(), "fault": failure.fault,
+                                            "decision": decision}])
+
+
+def ray_run_config(storage_uri: str, name: str, max_failures: int = 0):
     """Ray Train's RunConfig for a run directory (local or s3://): the same storage path and
-    name on a rerun is what lets Train V2 restore the latest checkpoint; a failed worker
-    group is restarted from it up to `max_failures` times."""
+    name on a rerun is what lets Train V2 restore the latest checkpoint. Training stages retry
+    in `launch` (faults, not repeated bugs), so Ray Train's own retries are off by default."""
     import ray.train
 
     fs, path = None, os.path.abspath(storage_uri)

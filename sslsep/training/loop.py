@@ -21,6 +21,7 @@ import torch
 
 from sslsep.config import TrainingConfig
 from sslsep.session import device as session_device
+from sslsep.training.faults import stamp_step
 from sslsep.training.schedule import autocast, grad_scaler, lr_factor, resolve_precision, set_lr
 
 StepFn = Callable[[torch.nn.Module, dict], tuple[torch.Tensor, dict]]
@@ -122,47 +123,54 @@ def run_loop(session, s: LoopSettings, model: torch.nn.Module, optimizer: torch.
     keep_steps = set(s.keep_steps)
     t_start, window = time.monotonic(), Window()
     done = step >= s.steps
-    while not done:
-        t_wait, batches = time.monotonic(), 0
-        for batch in session.batches():
-            batches += 1
-            t0 = time.monotonic()
-            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-            lr = set_lr(optimizer, s.lr, lr_factor(step, s.steps, s.warmup_steps, s.lr_schedule))
-            with autocast(precision, device):
-                loss, parts = step_fn(wrapped, batch)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if s.grad_clip:
-                scaler.unscale_(optimizer)
-                for params in (clip_groups(core) if clip_groups else [core.parameters()]):
-                    torch.nn.utils.clip_grad_norm_(params, s.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            step += 1
-            window.add(parts, _batch_size(batch), t0 - t_wait, time.monotonic() - t0)
-            elapsed = elapsed_before + time.monotonic() - t_start
-            done = session.any_rank(step >= s.steps or elapsed >= budget_s)
-            keep = step in keep_steps or done
-            if step % s.report_every == 0 or keep:
-                metrics = {"stage": s.stage, "step": step, "elapsed_s": round(elapsed, 1), "lr": lr,
-                           **window.summary(session.world_size), "final": done}
-                window = Window()
+    restored_step = running = step
+    try:
+        while not done:
+            t_wait, batches = time.monotonic(), 0
+            for batch in session.batches():
+                batches += 1
+                running = step + 1  # the step this batch makes
+                t0 = time.monotonic()
+                batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+                lr = set_lr(optimizer, s.lr, lr_factor(step, s.steps, s.warmup_steps, s.lr_schedule))
+                with autocast(precision, device):
+                    loss, parts = step_fn(wrapped, batch)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                if s.grad_clip:
+                    scaler.unscale_(optimizer)
+                    for params in (clip_groups(core) if clip_groups else [core.parameters()]):
+                        torch.nn.utils.clip_grad_norm_(params, s.grad_clip)
+                scaler.step(optimizer)
+                scaler.update()
+                step += 1
+                window.add(parts, _batch_size(batch), t0 - t_wait, time.monotonic() - t0)
+                elapsed = elapsed_before + time.monotonic() - t_start
+                done = session.any_rank(step >= s.steps or elapsed >= budget_s)
+                keep = step in keep_steps or done
+                if step % s.report_every == 0 or keep:
+                    metrics = {"stage": s.stage, "step": step, "elapsed_s": round(elapsed, 1), "lr": lr,
+                               **window.summary(session.world_size), "final": done}
+                    window = Window()
+                    if done:
+                        metrics["stopped_by"] = "steps" if step >= s.steps else "max_minutes"
+                    if session.rank == 0:
+                        if validate is not None:
+                            metrics.update(validate(core))
+                        if keep:
+                            save(core, step, metrics, done)
+                        run.log_metrics(metrics)
+                    session.report(metrics, {"model": core.state_dict(), "optimizer": optimizer.state_dict(),
+                                             "scaler": scaler.state_dict(), "step": step, "elapsed_s": elapsed})
                 if done:
-                    metrics["stopped_by"] = "steps" if step >= s.steps else "max_minutes"
-                if session.rank == 0:
-                    if validate is not None:
-                        metrics.update(validate(core))
-                    if keep:
-                        save(core, step, metrics, done)
-                    run.log_metrics(metrics)
-                session.report(metrics, {"model": core.state_dict(), "optimizer": optimizer.state_dict(),
-                                         "scaler": scaler.state_dict(), "step": step, "elapsed_s": elapsed})
-            if done:
-                break
-            t_wait = time.monotonic()
-        if batches == 0:
-            raise ValueError(no_batch)
+                    break
+                t_wait = time.monotonic()
+            if batches == 0:
+                raise ValueError(no_batch)
+    except Exception as e:  # the step it was running: a repeat after a restart is a bug (training.faults)
+        stamp_step(e, running, running - restored_step)
+        e.add_note(f"(raised by {s.stage} step {running}, {running - restored_step} after the start or restore)")
+        raise
 
 
 def guard_note(stage: str, key: str, metrics: dict) -> str | None:
