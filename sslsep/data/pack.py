@@ -32,6 +32,7 @@ SCHEMA = pa.schema([
     ("source_frames", pa.int64()),
 ])
 
+ROW_GROUP_CLIPS = 64
 MANIFEST = "_manifest.json"  # the packing report; a leading "_" so that Parquet readers skip it
 
 
@@ -55,7 +56,8 @@ def _inspect(item: FolderItem, audio: AudioConfig) -> tuple[dict | None, str, st
 def _write_shard(dst: str, index: int, records: list[dict]) -> str:
     table = pa.Table.from_pylist(records, schema=SCHEMA)
     buf = io.BytesIO()
-    pq.write_table(table, buf, compression="zstd")
+    # row groups of a few dozen clips: a reader that wants some clips reads their groups only
+    pq.write_table(table, buf, compression="zstd", row_group_size=ROW_GROUP_CLIPS)
     uri = storage.join(dst, f"shard-{index:05d}.parquet")
     storage.write_bytes(uri, buf.getvalue())
     return uri

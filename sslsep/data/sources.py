@@ -139,6 +139,8 @@ def folder_items(cfg: DataConfig, split: str | None = None, val_fraction: float 
 
 # --------------------------------------------------------------------------- parquet
 
+SHARD_READ_ROWS = 64  # rows per record batch read from a shard in process
+
 def shard_uris(uri: str) -> list[str]:
     if uri.endswith(".parquet"):
         return [uri]
@@ -273,13 +275,74 @@ def iter_clips(cfg: DataConfig, audio: AudioConfig, *, with_stems: bool = False,
         left = cfg.max_clips or None
         for u in uris:
             fs, path = storage.pyarrow_fs(u)
-            table = pq.read_table(path, filesystem=fs)
-            for row in _shard_batch_rows(table.to_pydict(), audio, split, val_fraction):
-                yield row
-                if left is not None:
-                    left -= 1
-                    if left == 0:
-                        return
+            # record batches (within row groups), never a whole shard in Python lists
+            for batch in pq.ParquetFile(path, filesystem=fs).iter_batches(batch_size=SHARD_READ_ROWS):
+                for row in _shard_batch_rows(batch.to_pydict(), audio, split, val_fraction):
+                    yield row
+                    if left is not None:
+                        left -= 1
+                        if left == 0:
+                            return
+
+
+def held_out_rows(cfg: DataConfig, audio: AudioConfig, val_fraction: float, count: int) -> list[dict]:
+    """The first `count` usable ("ok") held-out clips of a real source (`is_held_out`), in hash
+    order of their clip ids: chosen from metadata (file listing and labels; for shards the
+    clip_id and group columns alone), and only the candidates it takes are read and decoded
+    (a shard's row groups that hold them). Cost independent of the corpus size but for the
+    listing; the same clips whatever the order of files or shards. Hash order also pairs
+    clips of different recordings, which the validation mixtures need."""
+    def key(cid: str) -> int:
+        return zlib.crc32(cid.encode())
+
+    out: list[dict] = []
+    if resolve_source(cfg) == "folder":
+        items = sorted(folder_items(cfg, "val", val_fraction)[0], key=lambda it: key(it.clip_id))
+        for item in items:
+            row = _read_or_skip(item, audio)
+            if row["status"] == "ok":
+                out.append(row)
+                if len(out) == count:
+                    break
+        return out
+    import pyarrow.parquet as pq
+
+    uris = shard_uris(cfg.path)
+    check_shards(uris)
+    files, candidates = [], []  # (hash, shard index, row index in shard)
+    for si, u in enumerate(uris):
+        fs, path = storage.pyarrow_fs(u)
+        f = pq.ParquetFile(path, filesystem=fs)
+        files.append(f)
+        cols = ["clip_id"] + (["group"] if "group" in f.schema_arrow.names else [])
+        row = 0
+        for batch in f.iter_batches(batch_size=65536, columns=cols):
+            ids = batch.column("clip_id").to_pylist()
+            groups = batch.column("group").to_pylist() if "group" in cols else [None] * len(ids)
+            candidates += [(key(c), si, row + i) for i, (c, g) in enumerate(zip(ids, groups))
+                           if isinstance(c, str) and is_held_out(c, g or "", val_fraction)]
+            row += len(ids)
+    candidates.sort()
+    for start in range(0, len(candidates), max(count, 1)):
+        chunk = candidates[start:start + count]
+        by_group: dict[tuple[int, int], list[tuple[int, int]]] = {}
+        for h, si, r in chunk:
+            starts = np.cumsum([0] + [files[si].metadata.row_group(g).num_rows
+                                      for g in range(files[si].num_row_groups)])
+            g = int(np.searchsorted(starts, r, side="right") - 1)
+            by_group.setdefault((si, g), []).append((h, r - int(starts[g])))
+        decoded = []
+        for (si, g), rows in by_group.items():
+            batch = files[si].read_row_group(g).to_pydict()
+            for h, r in rows:
+                cid, labels, fold, group = _shard_fields(batch, r)
+                decoded.append((h, cid, decode_row(batch["audio_bytes"][r], cid, labels, fold, group, audio)))
+        for _, _, row in sorted(decoded, key=lambda x: (x[0], x[1])):
+            if row["status"] == "ok":
+                out.append(row)
+                if len(out) == count:
+                    return out
+    return out
 
 
 def clip_dataset(cfg: DataConfig, audio: AudioConfig, *, with_stems: bool = False,

@@ -15,9 +15,9 @@ multi-source SI-SNRi and single-source SI-SNR on held-out single scenes.
 from __future__ import annotations
 
 import copy
+import io
 import math
 import os
-import zlib
 from typing import Iterator
 
 import numpy as np
@@ -25,7 +25,7 @@ import torch
 
 from sslsep import storage
 from sslsep.config import VAL_SEED_OFFSET, ExperimentConfig, from_dict, to_dict
-from sslsep.data.sources import KEEP_STATUSES, iter_clips, resolve_source
+from sslsep.data.sources import KEEP_STATUSES, held_out_rows, iter_clips, resolve_source
 from sslsep.run import RunDir
 from sslsep.session import open_session
 from sslsep.separation.metrics import (mean_valid, multi_source_si_snri, pairwise_si_snr, si_snr,
@@ -40,9 +40,12 @@ from sslsep.training.loop import guard_note
 
 # --------------------------------------------------------------------------- validation
 
-def validation_set(cfg: ExperimentConfig) -> dict[str, torch.Tensor]:
+def validation_set(cfg: ExperimentConfig, cache_uri: str | None = None) -> dict[str, torch.Tensor]:
     """Held-out clips as tensors: audio (N, T), and for synthetic scenes stems (N, K, T)
-    and num_events (N,). Real data: the held-out recording groups (`is_held_out`)."""
+    and num_events (N,). Real data: `separation.val_clips` clips of the held-out recording
+    groups (`is_held_out`), chosen from metadata and only those decoded (`held_out_rows`);
+    with `cache_uri` (an .npz in the run directory) read from there when it exists and
+    written there otherwise, so a resume reads no audio for validation."""
     sep = cfg.separation
     if resolve_source(cfg.data) == "synthetic":
         data = copy.deepcopy(cfg.data)
@@ -50,10 +53,13 @@ def validation_set(cfg: ExperimentConfig) -> dict[str, torch.Tensor]:
         data.synth.num_clips = sep.val_clips
         rows = list(iter_clips(data, cfg.audio, with_stems=True))
     else:
+        made_by = f"{cfg.data.path} val_fraction={sep.val_fraction} val_clips={sep.val_clips} {cfg.audio}"
+        if cache_uri and storage.exists(cache_uri):
+            with np.load(io.BytesIO(storage.read_bytes(cache_uri))) as z:
+                if str(z["made_by"]) == made_by:  # else: another data set or split; chosen anew
+                    return {"audio": torch.from_numpy(z["audio"])}
         # silent clips make undefined references; a hash order pairs clips of different recordings
-        rows = [r for r in iter_clips(cfg.data, cfg.audio, split="val", val_fraction=sep.val_fraction)
-                if r["status"] == "ok"]
-        rows = sorted(rows, key=lambda r: zlib.crc32(r["clip_id"].encode()))[:sep.val_clips]
+        rows = held_out_rows(cfg.data, cfg.audio, sep.val_fraction, sep.val_clips)
         if len(rows) < 2:
             raise ValueError(f"{cfg.data.path}: fewer than 2 held-out clips with "
                              f"separation.val_fraction={sep.val_fraction}; raise it")
@@ -63,6 +69,10 @@ def validation_set(cfg: ExperimentConfig) -> dict[str, torch.Tensor]:
         # the score is not dominated by whichever clip happens to be louder
         audio = audio * (0.1 / np.sqrt(np.mean(audio ** 2, axis=1, keepdims=True) + 1e-12))
     out = {"audio": torch.from_numpy(audio.astype(np.float32))}  # (N, T)
+    if cache_uri and "stems" not in rows[0]:
+        buf = io.BytesIO()
+        np.savez(buf, audio=out["audio"].numpy(), made_by=np.array(made_by))
+        storage.write_bytes(cache_uri, buf.getvalue())
     if "stems" in rows[0]:
         out["stems"] = torch.from_numpy(np.stack([r["stems"] for r in rows]))  # (N, K, T)
         out["num_events"] = torch.tensor([r["num_events"] for r in rows])  # (N,)
@@ -177,7 +187,7 @@ def train_loop(config: dict) -> None:
 
     def validate(core: torch.nn.Module) -> dict:
         if not val:  # rank 0 only, on its first report
-            val.update(validation_set(cfg))
+            val.update(validation_set(cfg, run.uri("validation.npz")))
         return evaluate(core, val, sep.snr_max)
 
     def save(core: torch.nn.Module, step: int, metrics: dict, done: bool) -> None:
