@@ -118,6 +118,10 @@ class DataConfig:
                                  "and separation run ahead of training, and so the work a finished run leaves unused")
     cpus_per_task: float = _f(0.5, min=0.01, help="CPUs Ray reserves per read/decode task; below 1 so "
                               "decoding still schedules next to trainers and actors that hold whole CPUs")
+    check: str = _f("sample", choices=("sample", "full"), help="the joint job's data stage: sample = decode "
+                    "`check_clips` clips in hash order of their ids (a pre-flight: start-up independent of the corpus "
+                    "size; the whole corpus when it is smaller), full = stream and decode every clip once")
+    check_clips: int = _f(2000, min=1, help="clips the sampled data check decodes")
     synth: SynthConfig = field(default_factory=SynthConfig)
 
 

@@ -92,3 +92,21 @@ def test_validation_set_is_cached_in_the_run_directory(corpus, monkeypatch, tmp_
     assert decoded == [] and torch.equal(first["audio"], again["audio"])
     cfg.separation.val_clips = COUNT - 2  # another choice: made anew, not the stale cache
     assert validation_set(cfg, cache)["audio"].shape[0] == COUNT - 2 and len(decoded) >= COUNT - 2
+
+
+def test_the_data_stage_samples_a_large_corpus_and_counts_it_from_metadata(corpus, monkeypatch, tmp_path):
+    """Start-up independent of the corpus size: the joint job's data check decodes
+    `data.check_clips` clips in hash order (the broken ones among them named), and counts the
+    rest from the listing."""
+    from sslsep.pipeline import data_stage
+    from sslsep.run import RunDir
+
+    cfg, root, shards, broken = corpus
+    cfg.data.check_clips = 40
+    decoded = counting_decodes(monkeypatch)
+    report = data_stage(cfg, RunDir(str(tmp_path / "run")))
+    assert report["listed"] == 120 and report["total"] == 40 == len(decoded)
+    assert report["checked"] == "a sample of 40 of 120 clips (hash order of ids)"
+    ids = sorted((f"clip{i:03d}.wav" for i in range(120)), key=lambda c: zlib.crc32(c.encode()))[:40]
+    assert sorted(decoded) == sorted(ids)
+    assert set(broken) & set(ids) and {s["name"] for s in report["skipped"]} == set(broken) & set(ids)

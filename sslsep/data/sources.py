@@ -13,6 +13,7 @@ rest; `DecodeReport.from_rows` turns the status columns into a report.
 
 from __future__ import annotations
 
+import itertools
 import math
 import zlib
 from dataclasses import dataclass
@@ -286,21 +287,36 @@ def iter_clips(cfg: DataConfig, audio: AudioConfig, *, with_stems: bool = False,
 
 
 def held_out_rows(cfg: DataConfig, audio: AudioConfig, val_fraction: float, count: int) -> list[dict]:
-    """The first `count` usable ("ok") held-out clips of a real source (`is_held_out`), in hash
-    order of their clip ids: chosen from metadata (file listing and labels; for shards the
-    clip_id and group columns alone), and only the candidates it takes are read and decoded
-    (a shard's row groups that hold them). Cost independent of the corpus size but for the
-    listing; the same clips whatever the order of files or shards. Hash order also pairs
-    clips of different recordings, which the validation mixtures need."""
+    """The first `count` usable ("ok") held-out clips of a real source (`is_held_out`) in hash
+    order: the separator's validation clips (`hash_sample`)."""
+    return hash_sample(cfg, audio, count, split="val", val_fraction=val_fraction, only_ok=True)
+
+
+def hash_sample(cfg: DataConfig, audio: AudioConfig, count: int, *, split: str | None = None,
+                val_fraction: float = 0.0, only_ok: bool = False) -> list[dict]:
+    """The first `count` clips (with `only_ok`, usable ones) of a source's `split`, in hash
+    order of their clip ids (crc32): chosen from metadata (the file listing and labels; for
+    shards the clip_id and group columns alone), and only the candidates it takes are read and
+    decoded (for shards, the row groups that hold them). The cost is independent of the corpus
+    size but for the listing; the same clips whatever the order of files or shards; and hash
+    order pairs clips of different recordings, which validation mixtures need."""
     def key(cid: str) -> int:
         return zlib.crc32(cid.encode())
 
+    def take(row: dict) -> bool:
+        return not only_ok or row["status"] == "ok"
+
     out: list[dict] = []
-    if resolve_source(cfg) == "folder":
-        items = sorted(folder_items(cfg, "val", val_fraction)[0], key=lambda it: key(it.clip_id))
+    kind = resolve_source(cfg)
+    if kind == "synthetic":  # scene ids follow from their index (sslsep.data.synthetic): made on demand
+        order = sorted(range(cfg.synth.num_clips), key=lambda i: key(f"synth-{cfg.synth.seed}-{i:08d}"))
+        rows = (_synth_row(i, cfg, audio, False) for i in order)
+        return list(itertools.islice((r for r in rows if take(r)), count))
+    if kind == "folder":
+        items = sorted(folder_items(cfg, split, val_fraction)[0], key=lambda it: key(it.clip_id))
         for item in items:
             row = _read_or_skip(item, audio)
-            if row["status"] == "ok":
+            if take(row):
                 out.append(row)
                 if len(out) == count:
                     break
@@ -320,13 +336,12 @@ def held_out_rows(cfg: DataConfig, audio: AudioConfig, val_fraction: float, coun
             ids = batch.column("clip_id").to_pylist()
             groups = batch.column("group").to_pylist() if "group" in cols else [None] * len(ids)
             candidates += [(key(c), si, row + i) for i, (c, g) in enumerate(zip(ids, groups))
-                           if isinstance(c, str) and is_held_out(c, g or "", val_fraction)]
+                           if isinstance(c, str) and _in_split(c, g or "", split, val_fraction)]
             row += len(ids)
     candidates.sort()
     for start in range(0, len(candidates), max(count, 1)):
-        chunk = candidates[start:start + count]
         by_group: dict[tuple[int, int], list[tuple[int, int]]] = {}
-        for h, si, r in chunk:
+        for h, si, r in candidates[start:start + count]:
             starts = np.cumsum([0] + [files[si].metadata.row_group(g).num_rows
                                       for g in range(files[si].num_row_groups)])
             g = int(np.searchsorted(starts, r, side="right") - 1)
@@ -338,11 +353,24 @@ def held_out_rows(cfg: DataConfig, audio: AudioConfig, val_fraction: float, coun
                 cid, labels, fold, group = _shard_fields(batch, r)
                 decoded.append((h, cid, decode_row(batch["audio_bytes"][r], cid, labels, fold, group, audio)))
         for _, _, row in sorted(decoded, key=lambda x: (x[0], x[1])):
-            if row["status"] == "ok":
+            if take(row):
                 out.append(row)
                 if len(out) == count:
                     return out
     return out
+
+
+def listed_clips(cfg: DataConfig) -> tuple[int, list[tuple[str, str, str]]]:
+    """How many clips a source holds, from metadata alone (listing, labels, shard footers),
+    and the label problems of a folder."""
+    kind = resolve_source(cfg)
+    if kind == "synthetic":
+        return cfg.synth.num_clips, []
+    if kind == "folder":
+        items, problems, _ = folder_items(cfg)
+        return len(items), problems
+    rows = check_shards(shard_uris(cfg.path))
+    return (min(rows, cfg.max_clips) if cfg.max_clips else rows), []
 
 
 def clip_dataset(cfg: DataConfig, audio: AudioConfig, *, with_stems: bool = False,
