@@ -142,6 +142,8 @@ class TrainingConfig:
     cpus_per_worker: float = _f(1.0, min=0.0)
     torch_threads: int = _f(0, min=0, help="0 = max(1, cpus_per_worker)")
     use_ray: bool = _f(True, help="false: the same loop in this process (world size 1)")
+    resources: dict[str, float] = _f({}, help="custom Ray resources each worker also holds, e.g. {trainer_node: "
+                                     "0.01}: pins the workers to the nodes that offer them (`ray start --resources`)")
 
 
 @dataclass
@@ -211,6 +213,8 @@ class AugmentConfig:
     gpus_per_actor: float = _f(0.0, min=0.0, max=8.0, help="fractions share a GPU between actors")
     torch_threads: int = _f(1, min=1)
     max_restarts: int = _f(-1, min=-1, help="actor restarts after a crash (-1 = unlimited)")
+    resources: dict[str, float] = _f({}, help="custom Ray resources each actor also holds, e.g. {separator_node: "
+                                     "0.01}: pins the actors to the nodes that offer them (`ray start --resources`)")
 
 
 @dataclass
@@ -359,7 +363,10 @@ def _coerce(value: Any, tp: Any, key: str, origin: str) -> Any:
     if base is dict:
         if not isinstance(value, dict):
             raise bad("a mapping")
-        return dict(value)
+        key_tp, item_tp = typing.get_args(tp) or (Any, Any)
+        if item_tp is Any:
+            return dict(value)
+        return {_coerce(k, key_tp, key, origin): _coerce(v, item_tp, f"{key}.{k}", origin) for k, v in value.items()}
     if tp is bool:
         if not isinstance(value, bool):
             raise bad("true or false")

@@ -105,7 +105,8 @@ def _trainers(section: str, s) -> tuple[list[Term], list[Bundle]]:
     if s.use_gpu:
         terms.append(Term("GPU", float(n), f"{section}.num_workers × {section}.use_gpu = {n} × 1 GPU",
                           count, (f"{section}.use_gpu",), rank=1))
-    bundle = Bundle(f"one {section} worker", {"CPU": c, "GPU": 1.0 if s.use_gpu else 0.0},
+    terms += _custom(section, "num_workers", n, s.resources)
+    bundle = Bundle(f"one {section} worker", {"CPU": c, "GPU": 1.0 if s.use_gpu else 0.0, **s.resources},
                     (f"{section}.cpus_per_worker",) if c > 0 else (),
                     (f"{section}.use_gpu",) if s.use_gpu else ())
     return terms, [bundle]
@@ -121,9 +122,17 @@ def _actors(section: str, a) -> tuple[list[Term], list[Bundle]]:
         if per > 0:
             terms.append(Term(resource, n * per, f"{section}.min_actors × {section}.{key} = {n} × "
                               f"{_amount(per, resource)}", (f"{section}.{key}", *count), rank=0))
-    bundle = Bundle(f"one {section} actor", {"CPU": a.cpus_per_actor, "GPU": a.gpus_per_actor},
+    resources = getattr(a, "resources", {})
+    terms += _custom(section, "min_actors", n, resources)
+    bundle = Bundle(f"one {section} actor", {"CPU": a.cpus_per_actor, "GPU": a.gpus_per_actor, **resources},
                     tuple(f"{section}.{k}" for k in ("cpus_per_actor", "gpus_per_actor") if getattr(a, k) > 0))
     return terms, [bundle]
+
+
+def _custom(section: str, count_key: str, n: int, resources: dict) -> list[Term]:
+    """Terms of the custom resources (`{section}.resources`) that `n` workers or actors hold."""
+    return [Term(r, n * v, f"{section}.{count_key} × {section}.resources.{r} = {n} × {v:g} {r}",
+                 (f"{section}.resources",), rank=1) for r, v in resources.items()]
 
 
 def _phase(stage: str, *parts: tuple[list[Term], list[Bundle]]) -> Phase:
@@ -220,7 +229,7 @@ def _has(have: dict[str, float]) -> str:
 
 
 def _fits_on(bundle: Bundle, node: dict) -> bool:
-    return all(bundle.resources.get(r, 0.0) <= float(node.get(r, 0) or 0) + EPS for r in RESOURCES)
+    return all(v <= float(node.get(r, 0) or 0) + EPS for r, v in bundle.resources.items())
 
 
 def problems(plan: Sequence[Phase], total: dict, nodes: Sequence[dict] | None = None,
@@ -229,11 +238,12 @@ def problems(plan: Sequence[Phase], total: dict, nodes: Sequence[dict] | None = 
     resources (ray.cluster_resources()); `nodes`: each alive node's (None: not checked);
     `limit`: ray.max_resources when set (then the totals are checked against it, nodes not)."""
     grow = bool(limit)
-    have = {r: float((limit if grow else total).get(r, 0) or 0) for r in RESOURCES}
+    custom = sorted({t.resource for p in plan for t in p.terms} - set(RESOURCES))
+    have = {r: float((limit if grow else total).get(r, 0) or 0) for r in (*RESOURCES, *custom)}
     where = (f"ray.max_resources lets the cluster grow to {_has(have)}" if grow else f"the cluster has {_has(have)}")
     out = []
     for phase in plan:
-        for r in RESOURCES:
+        for r in (*RESOURCES, *custom):
             terms = [t for t in phase.terms if t.resource == r and t.amount > 0]
             n = sum(t.amount for t in terms)
             if n > have[r] + EPS:
@@ -248,7 +258,7 @@ def problems(plan: Sequence[Phase], total: dict, nodes: Sequence[dict] | None = 
             if b.what in seen or any(_fits_on(b, node) for node in nodes):
                 continue
             seen.add(b.what)
-            asks = " and ".join(_amount(b.resources[r], r) for r in RESOURCES if b.resources.get(r, 0) > 0)
+            asks = " and ".join(_amount(v, r) for r, v in b.resources.items() if v > 0)
             shapes: dict[str, int] = {}
             for node in nodes:
                 shape = _has({r: float(node.get(r, 0) or 0) for r in RESOURCES})

@@ -223,3 +223,16 @@ def test_pretrain_script_that_cannot_fit_exits_2_at_start(registry, tmp_path):
         assert key in err
     assert "the cluster has 2 CPUs, 0 GPUs" in err
     assert not (tmp_path / "run" / "encoder.pt").exists()
+
+
+def test_custom_resources_pin_actors_and_workers_to_the_nodes_that_offer_them():
+    """`augment.resources` / `pretrain.resources` (as `ray start --resources` offers them): a
+    cluster where no node has the resource fails at start naming it; one that has it fits."""
+    cfg = cfg_of("augment.resources={separator_node: 1}", "pretrain.resources={trainer_node: 1}")
+    total = {"CPU": 4.0, "separator_node": 1.0, "trainer_node": 1.0}
+    fit.check(cfg, ["pretrain"], total, [{"CPU": 2.0, "separator_node": 1.0}, {"CPU": 2.0, "trainer_node": 1.0}])
+    msg = error(cfg, ["pretrain"], {"CPU": 4.0, "separator_node": 1.0}, [{"CPU": 4.0, "separator_node": 1.0}])
+    assert "pretrain.num_workers × pretrain.resources.trainer_node = 1 × 1 trainer_node" in msg
+    assert "one pretrain worker needs 1 CPU and 1 trainer_node on one node" in msg
+    with pytest.raises(ConfigError, match="augment.resources.separator_node' expects a number"):
+        cfg_of("augment.resources={separator_node: lots}")

@@ -41,7 +41,8 @@ def launch(train_loop: Callable[[dict], None], config: dict, s: LoopSettings,
         trainer = TorchTrainer(
             train_loop, train_loop_config=config, datasets=data, dataset_config=ingest,
             scaling_config=ray.train.ScalingConfig(num_workers=s.num_workers, use_gpu=s.use_gpu,
-                                                   resources_per_worker={"CPU": s.cpus_per_worker}),
+                                                   resources_per_worker={"CPU": s.cpus_per_worker,
+                                                                         **dict(s.resources)}),
             run_config=ray_run_config(run.uri("ray_train"), name),
         )
         try:

@@ -47,6 +47,7 @@ class LoopSettings:
     use_gpu: bool = False
     cpus_per_worker: float = 1.0
     use_ray: bool = True
+    resources: tuple[tuple[str, float], ...] = ()  # custom Ray resources per worker (pins them to nodes)
 
     @classmethod
     def of(cls, stage: str, sc: TrainingConfig, report_every: int) -> LoopSettings:
@@ -56,7 +57,7 @@ class LoopSettings:
                    grad_clip=sc.grad_clip, max_minutes=sc.max_minutes,
                    torch_threads=sc.torch_threads or max(1, int(sc.cpus_per_worker)),
                    num_workers=sc.num_workers, use_gpu=sc.use_gpu, cpus_per_worker=sc.cpus_per_worker,
-                   use_ray=sc.use_ray)
+                   use_ray=sc.use_ray, resources=tuple(sorted(sc.resources.items())))
 
 
 def _mean(values: list[float]) -> float:

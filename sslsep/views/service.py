@@ -276,4 +276,4 @@ def view_dataset(cfg: ExperimentConfig, *, clips=None, epochs: int = 1, clips_ne
         SeparationAugmenter, fn_constructor_kwargs={"registry": registry, "cfg": to_dict(cfg), "columns": columns},
         batch_size=aug.batch_size, batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(min_size=aug.min_actors, max_size=aug.max_actors),
-        num_cpus=aug.cpus_per_actor, num_gpus=aug.gpus_per_actor or None, **extra)
+        num_cpus=aug.cpus_per_actor, num_gpus=aug.gpus_per_actor or None, resources=aug.resources or None, **extra)
