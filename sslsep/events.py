@@ -63,7 +63,7 @@ class EventLog:
             folder = self.run_path
             os.makedirs(folder, exist_ok=True)
         # events.out.tfevents.<time>.<host>.<pid>: one file per process and run directory
-        self._writer = EventsWriter(os.path.join(folder, "events.out.tfevents"), f".{os.getpid()}")
+        self._writer = EventsWriter(os.path.join(folder, "events"), f".{os.getpid()}")
         return self._writer
 
     def log(self, metrics: dict) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import math
 import platform
 import subprocess
@@ -157,5 +158,11 @@ def main_guard(fn) -> int:
         fn()
         return 0
     except (ConfigError, FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        where = ""
+        if isinstance(e, FileNotFoundError) and not e.filename and e.__traceback__ is not None:
+            import traceback
+
+            last = traceback.extract_tb(e.__traceback__)[-1]  # no file named: say where
+            where = f" [{type(e).__name__} at {os.path.basename(last.filename)}:{last.lineno} in {last.name}]"
+        print(f"error: {e}{where}", file=sys.stderr)
         return 2
