@@ -76,12 +76,16 @@ class LocalCluster:
     def ray(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
         return subprocess.run([RAY, *args], env=self.env, capture_output=True, text=True, timeout=timeout)
 
-    def alive(self) -> list[dict]:
-        """The alive nodes as `ray list nodes` reports them (node_id, resources_total, ...)."""
-        res = self.ray("list", "nodes", "--address", self.dashboard, "--format", "json", "--limit", "100")
+    def listed(self) -> list[dict]:
+        """Every node the cluster has known, dead ones too, as `ray list nodes` reports them
+        (node_id, state, resources_total, ...)."""
+        res = self.ray("list", "nodes", "--address", self.dashboard, "--format", "json", "--limit", "100", "--detail")
         if res.returncode != 0 or not res.stdout.lstrip().startswith("["):  # "No resource in the cluster"
             return []
-        return [n for n in json.loads(res.stdout) if n.get("state") == "ALIVE"]
+        return json.loads(res.stdout)
+
+    def alive(self) -> list[dict]:
+        return [n for n in self.listed() if n.get("state") == "ALIVE"]
 
     def actors(self) -> list[dict]:
         res = self.ray("list", "actors", "--address", self.dashboard, "--format", "json", "--limit", "1000",

@@ -66,15 +66,19 @@ def test_joint_job_spans_the_nodes_and_survives_the_loss_of_the_trainer_node(clu
     assert res.returncode == 0 and "succeeded" in log, log[-4000:]
     assert "killed_at" in events, "the trainer node was never killed: " + log[-2000:]
 
-    # placement: trainers only where trainer_node is offered, augmentation actors where separator_node is
-    nodes = {n["node_id"]: n["resources_total"] for n in cluster.alive()}
-    placed = [a for a in events["placed"] if a.get("state") == "ALIVE"]
-    workers = [a for a in placed if a["class_name"] == "RayTrainWorker"]
-    augmenters = [a for a in placed if "SeparationAugmenter" in (a.get("repr_name") or "")]  # Ray Data's MapWorker
-    where = [(a.get("repr_name") or a["class_name"], a["node_id"][:8]) for a in placed if "Worker" in a["class_name"]]
+    # placement (of every actor the job started so far, finished ones too): trainers only where
+    # trainer_node is offered, augmentation actors only where separator_node is
+    nodes = {n["node_id"]: n for n in cluster.listed()}
+    (tmp_path / "actors.json").write_text(json.dumps(events["placed"], indent=1))
+    workers = [a for a in events["placed"] if a["class_name"] == "RayTrainWorker"]
+    augmenters = [a for a in events["placed"] if "SeparationAugmenter" in (a.get("repr_name") or "")]
+    where = [(a.get("repr_name") or a["class_name"], nodes[a["node_id"]]["resources_total"])
+             for a in workers + augmenters]
     assert workers and augmenters, where
-    assert all(a["node_id"] not in nodes for a in workers), where  # on the node that was killed
-    assert all("separator_node" in nodes.get(a["node_id"], {}) for a in augmenters), where
+    assert all("trainer_node" in nodes[a["node_id"]]["resources_total"] for a in workers), where
+    assert all("separator_node" in nodes[a["node_id"]]["resources_total"] for a in augmenters), where
+    killed = {a["node_id"] for a in workers if a["state"] == "ALIVE"}
+    assert [nodes[n]["state"] for n in killed] == ["DEAD"]  # the running trainer was on the killed node
 
     # pretraining went on from its latest checkpoint, on the replacement node
     steps = [json.loads(x)["step"] for x in metrics.read_text().splitlines()]
