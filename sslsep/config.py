@@ -317,6 +317,9 @@ class RayConfig:
     num_cpus: int = _f(0, min=0, help="0 = all cores (local cluster only)")
     num_gpus: int = _f(0, min=0, help="local cluster only; >0 lets tests schedule fake GPUs")
     progress_bars: bool = _f(False, help="Ray Data's own progress bars")
+    fake_gpus: bool = _f(False, help="the cluster's GPUs are logical only (a dry run on CPU machines: `ray start "
+                         "--num-gpus N`): every worker and actor still holds its GPUs as configured, but the "
+                         "trainers join with gloo and compute on CPU")
     max_resources: dict[str, float] = _f({}, help="what an autoscaling cluster can grow to, e.g. {CPU: 192, "
                                          "GPU: 16}; {} = what is up now. Set: every stage's totals are "
                                          "checked against it at start (a resource it leaves out counts "

@@ -87,7 +87,8 @@ class RaySession:
         # a seeded local shuffle (one seed per rank and pass) keeps a rerun's batches identical
         seed = None if self.seed is None else (self.seed * 1009 + self.rank) * 1009 + self.epoch
         self.epoch += 1
-        for batch in self.shard.iter_torch_batches(batch_size=self.batch_size, drop_last=True,
+        # onto this process's device, not Ray's guess from the GPU ids (logical ones in a dry run)
+        for batch in self.shard.iter_torch_batches(batch_size=self.batch_size, drop_last=True, device=device(),
                                                    local_shuffle_buffer_size=self.shuffle_buffer,
                                                    local_shuffle_seed=seed):
             yield {c: batch[c] for c in self.columns}
@@ -95,7 +96,8 @@ class RaySession:
     def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
         import ray.train.torch
 
-        return ray.train.torch.prepare_model(model)
+        # onto this process's device (CPU where CUDA is absent, e.g. logical GPUs of a dry run)
+        return ray.train.torch.prepare_model(model, move_to_device=device())
 
     def restore(self) -> dict | None:
         ckpt = self.train.get_checkpoint()

@@ -56,12 +56,15 @@ class LocalCluster:
                    "head", timeout)
         return self.dashboard
 
-    def add_node(self, name: str, num_cpus: float, resources: dict | None = None, timeout: float = 120) -> None:
-        """A worker node joining the head; returns once the cluster lists it alive."""
+    def add_node(self, name: str, num_cpus: float, resources: dict | None = None, timeout: float = 120,
+                 num_gpus: int = 0) -> None:
+        """A worker node joining the head (`num_gpus`: logical GPUs); returns once the cluster
+        lists it alive."""
         before = len(self.nodes)  # alive, each of them
         # a temp dir of its own: nodes that share one would garbage-collect each other's runtime
         # environments (the job's working_dir, the driver's cwd) as real machines never do
-        args = [f"--address={self.gcs}", f"--num-cpus={num_cpus}", f"--temp-dir={self.ray_tmp}/{name}"]
+        args = [f"--address={self.gcs}", f"--num-cpus={num_cpus}", f"--num-gpus={num_gpus}",
+                f"--temp-dir={self.ray_tmp}/{name}"]
         if resources:
             args.append(f"--resources={json.dumps(resources)}")
         self._start(name, args)

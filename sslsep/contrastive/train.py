@@ -161,7 +161,7 @@ def contrastive_step(cfgs: dict[str, ExperimentConfig], gens: dict[str, torch.Ge
 
 
 def loop_settings(cfg: ExperimentConfig) -> LoopSettings:
-    return LoopSettings.of("pretrain", cfg.pretrain, report_every=cfg.pretrain.log_every)
+    return LoopSettings.of("pretrain", cfg.pretrain, report_every=cfg.pretrain.log_every, fake_gpus=cfg.ray.fake_gpus)
 
 
 def split_metrics(metrics: dict, names: list[str]) -> dict[str, dict]:

@@ -171,7 +171,8 @@ def mixit_step(cfg: ExperimentConfig):
 
 
 def loop_settings(cfg: ExperimentConfig) -> LoopSettings:
-    return LoopSettings.of("separation", cfg.separation, report_every=cfg.separation.val_every)
+    return LoopSettings.of("separation", cfg.separation, report_every=cfg.separation.val_every,
+                           fake_gpus=cfg.ray.fake_gpus)
 
 
 def train_loop(config: dict) -> None:

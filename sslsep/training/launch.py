@@ -29,7 +29,7 @@ def launch(train_loop: Callable[[dict], None], config: dict, s: LoopSettings,
         train_loop({**config, "local": True})
         return
     import ray.train
-    from ray.train.torch import TorchTrainer
+    from ray.train.torch import TorchConfig, TorchTrainer
 
     history: list[Failure] = []
     while True:
@@ -38,8 +38,10 @@ def launch(train_loop: Callable[[dict], None], config: dict, s: LoopSettings,
         # Ray Train resolves ingest options in its controller, where the driver's DataContext
         # (row order: data.preserve_order) is not: hand them over from here
         ingest = ray.train.DataConfig(execution_options=ray.train.DataConfig.default_ingest_options())
+        # logical GPUs (a dry run): NCCL needs real ones; gloo runs the same DDP on CPU
+        backend = {"torch_config": TorchConfig(backend="gloo")} if s.fake_gpus else {}
         trainer = TorchTrainer(
-            train_loop, train_loop_config=config, datasets=data, dataset_config=ingest,
+            train_loop, train_loop_config=config, datasets=data, dataset_config=ingest, **backend,
             scaling_config=ray.train.ScalingConfig(num_workers=s.num_workers, use_gpu=s.use_gpu,
                                                    resources_per_worker={"CPU": s.cpus_per_worker,
                                                                          **dict(s.resources)}),

@@ -48,16 +48,17 @@ class LoopSettings:
     cpus_per_worker: float = 1.0
     use_ray: bool = True
     resources: tuple[tuple[str, float], ...] = ()  # custom Ray resources per worker (pins them to nodes)
+    fake_gpus: bool = False            # GPUs are logical only: gloo, CPU (ray.fake_gpus)
 
     @classmethod
-    def of(cls, stage: str, sc: TrainingConfig, report_every: int) -> LoopSettings:
+    def of(cls, stage: str, sc: TrainingConfig, report_every: int, fake_gpus: bool = False) -> LoopSettings:
         """From a stage config section (`cfg.separation` or `cfg.pretrain`)."""
         return cls(stage=stage, steps=sc.steps, report_every=report_every, keep_steps=tuple(sc.checkpoint_steps),
                    lr=sc.lr, lr_schedule=sc.lr_schedule, warmup_steps=sc.warmup_steps, precision=sc.precision,
                    grad_clip=sc.grad_clip, max_minutes=sc.max_minutes,
                    torch_threads=sc.torch_threads or max(1, int(sc.cpus_per_worker)),
                    num_workers=sc.num_workers, use_gpu=sc.use_gpu, cpus_per_worker=sc.cpus_per_worker,
-                   use_ray=sc.use_ray, resources=tuple(sorted(sc.resources.items())))
+                   use_ray=sc.use_ray, resources=tuple(sorted(sc.resources.items())), fake_gpus=fake_gpus)
 
 
 def _mean(values: list[float]) -> float:
