@@ -48,7 +48,7 @@ def test_joint_job_spans_the_nodes_and_survives_the_loss_of_the_trainer_node(clu
             if (ckpts / "checkpoint_manager_snapshot.json").exists():
                 events["placed"] = cluster.actors()  # who runs where, before the loss
                 events["lines_before"] = len(metrics.read_text().splitlines())
-                events["killed_at"] = time.monotonic()
+                events["killed_at"] = time.time()
                 cluster.kill("trainers")
                 cluster.add_node("trainers-2", num_cpus=1, resources={"trainer_node": 1})
                 return
@@ -59,7 +59,9 @@ def test_joint_job_spans_the_nodes_and_survives_the_loss_of_the_trainer_node(clu
     cmd = [RAY, "job", "submit", "--address", cluster.dashboard, "--working-dir", str(REPO), "--",
            "python", "experiments/joint.py", "--config", "experiments/configs/debug.yaml", "--out", str(out),
            "--set", "pretrain.steps=24", "--set", "pretrain.log_every=3", *PINNED]
+    t0 = time.time()
     res = subprocess.run(cmd, env=cluster.env, capture_output=True, text=True, timeout=900, cwd=REPO)
+    wall = time.time() - t0
     (tmp_path / "job.log").write_text(res.stdout + res.stderr)
     watcher.join()
     log = res.stdout + res.stderr
@@ -84,6 +86,10 @@ def test_joint_job_spans_the_nodes_and_survives_the_loss_of_the_trainer_node(clu
     steps = [json.loads(x)["step"] for x in metrics.read_text().splitlines()]
     after = steps[events["lines_before"]:]
     assert steps[-1] == 24 and after and after[0] > 3, steps
+    lines = [json.loads(x) for x in metrics.read_text().splitlines()]
+    lost = lines[events["lines_before"]]["time"] - events["killed_at"]  # to the first report after the restart
+    figures = {"job_wall_s": round(wall, 1), "kill_to_first_report_after_restart_s": round(lost, 1)}
+    print("multinode " + json.dumps(figures))
     failures = json.loads((out / "pretrain" / "configured" / "failures.json").read_text())
     assert [(f["fault"], f["decision"]) for f in failures] == [(True, "retry")], failures
     now = [a for a in cluster.actors() if a.get("state") == "ALIVE" and a["class_name"] == "RayTrainWorker"]
