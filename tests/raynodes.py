@@ -18,6 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import psutil
+
 from conftest import _free_port
 
 RAY = str(Path(sys.executable).with_name("ray"))
@@ -111,4 +113,12 @@ class LocalCluster:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(30)
+        # a job's driver runs in a session of its own, from the working dir unpacked under our
+        # temp dir: it outlives the nodes unless killed here (a test that timed out, say)
+        for p in psutil.process_iter():
+            try:
+                if p.cwd().startswith(self.ray_tmp):
+                    p.kill()
+            except (psutil.Error, OSError):
+                pass
         shutil.rmtree(self.ray_tmp, ignore_errors=True)
