@@ -21,7 +21,6 @@ import time
 from sslsep.audio import DecodeReport
 from sslsep.config import ExperimentConfig, replace
 from sslsep.contrastive.controls import control_config, describe
-from sslsep.progress import Progress
 from sslsep.run import RunDir
 
 MAIN = "configured"  # the variant name of the configured model (not a control)
@@ -47,13 +46,16 @@ def data_stage(cfg: ExperimentConfig, run: RunDir) -> dict:
     full = cfg.data.check == "full" or listed <= cfg.data.check_clips
     seconds = 0.0
     if full:
-        bar = Progress(listed, f"data ({kind})")
+        from tqdm import tqdm
+
+        bar = tqdm(total=listed, desc=f"data ({kind})", unit="clip", mininterval=0.5)
         for batch in clip_dataset(cfg.data, cfg.audio).iter_batches(batch_size=64, batch_format="numpy"):
             for cid, status, detail in zip(batch["clip_id"], batch["status"], batch["detail"]):
                 report.add(str(cid), str(status), str(detail))
             seconds += batch["audio"].shape[0] * batch["audio"].shape[1] / cfg.audio.sample_rate
             bar.total = max(bar.total, report.total)
             bar.update(len(batch["clip_id"]))
+        bar.close()
     else:
         for r in hash_sample(cfg.data, cfg.audio, cfg.data.check_clips):
             report.add(r["clip_id"], r["status"], r["detail"])

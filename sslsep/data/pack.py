@@ -18,12 +18,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from tqdm import tqdm
 
 from sslsep import storage
 from sslsep.audio import DecodeReport, decode_clip
 from sslsep.config import AudioConfig, DataConfig
 from sslsep.data.sources import FolderItem, folder_items
-from sslsep.progress import Progress
 
 SCHEMA = pa.schema([
     ("clip_id", pa.string()), ("audio_bytes", pa.binary()), ("format", pa.string()),
@@ -71,7 +71,7 @@ def pack_folder(data: DataConfig, dst: str, audio: AudioConfig, *, workers: int 
     report = DecodeReport()
     for problem in problems:
         report.add_label_problem(*problem)
-    bar = Progress(len(items), "pack") if progress else None
+    bar = tqdm(total=len(items), desc="pack", unit="clip", mininterval=0.5, disable=not progress)
     shard: list[dict] = []
     shards: list[str] = []
     with ThreadPoolExecutor(workers) as pool:
@@ -87,12 +87,11 @@ def pack_folder(data: DataConfig, dst: str, audio: AudioConfig, *, workers: int 
                 if len(shard) == data.shard_clips:
                     shards.append(_write_shard(dst, len(shards), shard))
                     shard = []
-            if bar:
-                bar.update(1, f"{len(report.skipped)} skipped")
+            bar.set_postfix_str(f"{len(report.skipped)} skipped", refresh=False)
+            bar.update(1)
     if shard:
         shards.append(_write_shard(dst, len(shards), shard))
-    if bar:
-        bar.close()
+    bar.close()
     manifest = {"source": data.path, "num_shards": len(shards), "clips": report.kept,
                 "classes": classes, "shards": [storage.relpath(s, dst) for s in shards],
                 "report": report.to_dict()}
