@@ -440,12 +440,15 @@ def clip_dataset(cfg: DataConfig, audio: AudioConfig, *, with_stems: bool = Fals
     paths = [storage.get_fs(u)[1] for u in uris]
 
     def one_epoch(epoch: int):
-        ds = ray.data.read_parquet(paths, filesystem=fs, override_num_blocks=parallelism,
+        # the shard order is drawn here, on the list of files: Ray's randomize_block_order is an
+        # all-to-all step that reads every shard before it hands on the first block (start-up
+        # and memory that grew with the corpus: docs/benchmarks.md, start-up)
+        # (with data.max_clips, the first N clips in sorted order: the files stay sorted)
+        files = paths if shuffle_seed is None or cfg.max_clips else [paths[i] for i in order(len(paths), epoch)]
+        ds = ray.data.read_parquet(files, filesystem=fs, override_num_blocks=parallelism,
                                    ray_remote_args={"num_cpus": cfg.cpus_per_task})
         if cfg.max_clips:
             ds = ds.limit(cfg.max_clips)
-        if shuffle_seed is not None:
-            ds = ds.randomize_block_order(seed=shuffle_seed + epoch)
 
         def decode_shard(batch: dict) -> dict:
             rows = _shard_batch_rows(batch, audio, split, val_fraction)
