@@ -434,32 +434,49 @@ def clip_dataset(cfg: DataConfig, audio: AudioConfig, *, with_stems: bool = Fals
 
         return ds.map_batches(decode_files, batch_size=16, batch_format="numpy",
                               num_cpus=cfg.cpus_per_task)
+    import pyarrow.parquet as pq
+
     uris = shard_uris(cfg.path)
     rows = check_shards(uris)
     fs, _ = storage.pyarrow_fs(uris[0])
     paths = [storage.get_fs(u)[1] for u in uris]
-
-    def one_epoch(epoch: int):
-        # the shard order is drawn here, on the list of files: Ray's randomize_block_order is an
-        # all-to-all step that reads every shard before it hands on the first block (start-up
-        # and memory that grew with the corpus: docs/benchmarks.md, start-up)
-        # (with data.max_clips, the first N clips in sorted order: the files stay sorted)
-        files = paths if shuffle_seed is None or cfg.max_clips else [paths[i] for i in order(len(paths), epoch)]
-        ds = ray.data.read_parquet(files, filesystem=fs, override_num_blocks=parallelism,
-                                   ray_remote_args={"num_cpus": cfg.cpus_per_task})
-        if cfg.max_clips:
-            ds = ds.limit(cfg.max_clips)
-
-        def decode_shard(batch: dict) -> dict:
-            rows = _shard_batch_rows(batch, audio, split, val_fraction)
-            out = _stack(rows) if rows else _empty_batch(audio)
-            return {**out, "epoch": np.full(len(out["clip_id"]), epoch, np.int64)}
-
-        return ds.map_batches(decode_shard, batch_size=16, batch_format="numpy", num_cpus=cfg.cpus_per_task)
-
+    # One item per (epoch, shard), the shards in an order drawn here, anew each epoch, and each
+    # shard read by one task in record batches: planning costs a list of names whatever the
+    # corpus size (Ray's read_parquet planned over every file, and its randomize_block_order
+    # read every shard before handing on the first block: docs/benchmarks.md, start-up).
+    # With data.max_clips, the first N clips in sorted order: sorted shards, each with its share.
+    take = [None] * len(paths)
+    if cfg.max_clips:
+        left = cfg.max_clips
+        for i, path in enumerate(paths):
+            n_rows = pq.read_metadata(path, filesystem=fs).num_rows if left > 0 else 0
+            take[i], left = min(n_rows, left), left - min(n_rows, left)
     n = passes(min(rows, cfg.max_clips) if cfg.max_clips else rows)
-    first = one_epoch(0)
-    return first.union(*[one_epoch(e) for e in range(1, n)]) if n > 1 else first
+    items = [{"path": paths[i], "epoch": e, "take": -1 if take[i] is None else take[i]}
+             for e in range(n) for i in (range(len(paths)) if cfg.max_clips else order(len(paths), e))
+             if take[i] != 0]
+    blocks = parallelism if parallelism > 0 else max(1, min(len(items), 2000))
+    ds = ray.data.from_items(items, override_num_blocks=blocks)
+
+    def read_shards(batch: dict):
+        """(epoch, shard) items -> decoded rows, SHARD_READ_ROWS at a time (a generator)."""
+        yielded = False
+        for path, epoch, limit in zip(batch["path"], batch["epoch"], batch["take"]):
+            left = int(limit) if limit >= 0 else None
+            for rb in pq.ParquetFile(path, filesystem=fs).iter_batches(batch_size=SHARD_READ_ROWS):
+                if left is not None:
+                    rb = rb.slice(0, left)
+                    left -= rb.num_rows
+                got = _shard_batch_rows(rb.to_pydict(), audio, split, val_fraction)
+                if got:
+                    yielded = True
+                    yield {**_stack(got), "epoch": np.full(len(got), epoch, np.int64)}
+                if left is not None and left <= 0:
+                    break
+        if not yielded:
+            yield {**_empty_batch(audio), "epoch": np.zeros(0, np.int64)}
+
+    return ds.map_batches(read_shards, batch_size=1, batch_format="numpy", num_cpus=cfg.cpus_per_task)
 
 
 def usable(ds, num_cpus: float = 0.5):
