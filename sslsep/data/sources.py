@@ -151,9 +151,20 @@ def shard_uris(uri: str) -> list[str]:
     return shards
 
 
+_CHECKED: dict[tuple[str, ...], int] = {}  # shards checked in this process -> their rows
+
+
 def check_shards(uris: list[str]) -> int:
     """Read every shard's footer; a shard without the clip columns is an error naming it.
-    Returns the shards' rows (from the same footers)."""
+    Returns the shards' rows (from the same footers). Once per list of shards and process:
+    the data stage, the validation set and the training stream all ask."""
+    key = tuple(uris)
+    if key not in _CHECKED:
+        _CHECKED[key] = _check_footers(uris)
+    return _CHECKED[key]
+
+
+def _check_footers(uris: list[str]) -> int:
     import pyarrow.parquet as pq
     from concurrent.futures import ThreadPoolExecutor
 
@@ -325,23 +336,44 @@ def hash_sample(cfg: DataConfig, audio: AudioConfig, count: int, *, split: str |
 
     uris = shard_uris(cfg.path)
     check_shards(uris)
-    files, candidates = [], []  # (hash, shard index, row index in shard)
-    for si, u in enumerate(uris):
-        fs, path = storage.pyarrow_fs(u)
-        f = pq.ParquetFile(path, filesystem=fs)
-        files.append(f)
-        cols = ["clip_id"] + (["group"] if "group" in f.schema_arrow.names else [])
-        row = 0
-        for batch in f.iter_batches(batch_size=65536, columns=cols):
-            ids = batch.column("clip_id").to_pylist()
-            groups = batch.column("group").to_pylist() if "group" in cols else [None] * len(ids)
-            candidates += [(key(c), si, row + i) for i, (c, g) in enumerate(zip(ids, groups))
-                           if isinstance(c, str) and _in_split(c, g or "", split, val_fraction)]
-            row += len(ids)
-    candidates.sort()
+    # Shards in hash order of their names, their ids read until the pool holds 4x the clips
+    # wanted (at least 64 more): the cost follows `count`, not the corpus. The pool is then
+    # taken in hash order of the ids; a pool that runs short is grown from further shards.
+    shard_order = sorted(range(len(uris)), key=lambda i: key(uris[i].rsplit("/", 1)[-1]))
+    files: dict[int, object] = {}
+    candidates: list[tuple[int, int, int]] = []  # (hash, shard index, row index in shard)
+    pool, scanned, tried = max(4 * count, count + 64), 0, set()
+    while True:
+        while scanned < len(shard_order) and len(candidates) < pool:
+            si = shard_order[scanned]
+            scanned += 1
+            fs, path = storage.pyarrow_fs(uris[si])
+            f = files[si] = pq.ParquetFile(path, filesystem=fs)
+            cols = ["clip_id"] + (["group"] if "group" in f.schema_arrow.names else [])
+            row = 0
+            for batch in f.iter_batches(batch_size=65536, columns=cols):
+                ids = batch.column("clip_id").to_pylist()
+                groups = batch.column("group").to_pylist() if "group" in cols else [None] * len(ids)
+                candidates += [(key(c), si, row + i) for i, (c, g) in enumerate(zip(ids, groups))
+                               if isinstance(c, str) and _in_split(c, g or "", split, val_fraction)]
+                row += len(ids)
+        candidates.sort()
+        out = _decode_candidates([c for c in candidates if c not in tried], files, audio, count - len(out),
+                                 take, tried) + out
+        out.sort(key=lambda r: (key(r["clip_id"]), r["clip_id"]))
+        if len(out) >= count or scanned == len(shard_order):
+            return out[:count]
+        pool *= 4
+
+
+def _decode_candidates(candidates, files, audio: AudioConfig, count: int, take, tried: set) -> list[dict]:
+    """Decode shard rows (hash, shard, row) in order, reading only their row groups, until
+    `count` of them pass `take`; every candidate decoded is added to `tried`."""
+    out: list[dict] = []
     for start in range(0, len(candidates), max(count, 1)):
         by_group: dict[tuple[int, int], list[tuple[int, int]]] = {}
         for h, si, r in candidates[start:start + count]:
+            tried.add((h, si, r))
             starts = np.cumsum([0] + [files[si].metadata.row_group(g).num_rows
                                       for g in range(files[si].num_row_groups)])
             g = int(np.searchsorted(starts, r, side="right") - 1)
