@@ -87,35 +87,25 @@ def test_variants_on_one_stream_train_exactly_as_they_would_alone(tmp_path, regi
 
 
 @pytest.mark.ray
-def test_ray_train_fed_live_by_the_augmentation_service(ray_session, tmp_path, registry):
-    """The configured model, sim-only and coinc-only on Ray Train from one live view stream:
-    one trainer (its state with the first variant), each variant's own metrics and encoders."""
-    cfg = with_registry(load_config(None, BASE + ["pretrain.checkpoint_steps=[2]"]), registry)
-    variants = same_stream(cfg)
+def test_two_workers_ddp_with_global_negatives(ray_session, tmp_path, registry):
+    """The configured model, sim-only and coinc-only on Ray Train from one live view stream, on
+    two DDP workers with negatives gathered across workers (the one-objective controls
+    included: a part with weight 0 still reaches every parameter): one trainer (its state with
+    the first variant), each variant's own metrics and kept encoders; both workers stop
+    together and no worker group is restarted."""
+    cfg = load_config(None, BASE + ["pretrain.num_workers=2", "pretrain.cpus_per_worker=0.5",
+                                    "pretrain.global_negatives=true", "augment.cpus_per_actor=0.25",
+                                    "data.cpus_per_task=0.25", "pretrain.checkpoint_steps=[2]"])
+    variants = same_stream(with_registry(cfg, registry))
     uris = pretrain_together(variants, {n: RunDir(str(tmp_path / n)) for n in variants})
     for name, uri in uris.items():
         m = lines(tmp_path / name)
-        assert [x["step"] for x in m] == [2, 4] and np.isfinite(m[-1]["total"])
+        assert [x["step"] for x in m] == [2, 4] and np.isfinite(m[-1]["total"]), name
         assert (tmp_path / name / "encoders" / "step-000002.pt").exists() and uri.endswith("encoder.pt")
     assert [x["samples_per_s"] for x in lines(tmp_path / "sim-only")] == \
         [x["samples_per_s"] for x in lines(tmp_path / "configured")]  # one loop
     assert (tmp_path / "configured" / "ray_train" / "pretrain" / "checkpoint_manager_snapshot.json").exists()
     assert not (tmp_path / "sim-only" / "ray_train").exists()  # no second trainer, no second stream
-
-
-@pytest.mark.ray
-def test_two_workers_ddp_with_global_negatives(ray_session, tmp_path, registry):
-    """Two DDP workers, negatives gathered across workers, every same-stream variant (the
-    one-objective controls included: a part with weight 0 still reaches every parameter);
-    both stop together and no worker group is restarted."""
-    cfg = load_config(None, BASE + ["pretrain.num_workers=2", "pretrain.cpus_per_worker=0.5",
-                                    "pretrain.global_negatives=true", "augment.cpus_per_actor=0.25",
-                                    "data.cpus_per_task=0.25"])
-    variants = same_stream(with_registry(cfg, registry))
-    pretrain_together(variants, {n: RunDir(str(tmp_path / n)) for n in variants})
-    for name in variants:
-        m = lines(tmp_path / name)
-        assert [x["step"] for x in m] == [2, 4] and np.isfinite(m[-1]["total"]), name
     assert not (tmp_path / "configured" / "failures.json").exists()  # no worker group was restarted
 
 

@@ -92,26 +92,22 @@ def test_remix_sums_outputs_by_assignment():
 
 
 @pytest.mark.ray
-def test_ray_train_path_writes_states_and_resumes(ray_session, tmp_path):
-    cfg = load_config(None, [*TINY[:-1], "separation.steps=4", "separation.checkpoint_steps=[2]"])
+def test_ray_train_path_on_two_ddp_workers_writes_states_and_resumes(ray_session, tmp_path):
+    """Separation on Ray Train with two DDP workers, without a restart (no failures.json); a
+    longer schedule on the same run directory resumes from the latest checkpoint."""
+    cfg = load_config(None, [*TINY[:-1], "data.synth.num_clips=24", "separation.steps=4",
+                             "separation.checkpoint_steps=[2]", "separation.num_workers=2",
+                             "separation.cpus_per_worker=0.5"])
     run = RunDir(str(tmp_path))
     reg = train_separators(cfg, run)
     assert [e["step"] for e in reg["separators"]] == [2, 4]
     assert (tmp_path / "ray_train" / "separator" / "checkpoint_manager_snapshot.json").exists()
+    assert not (tmp_path / "failures.json").exists()  # no worker group was restarted
     # a longer schedule on the same run directory restarts from Ray Train's latest checkpoint
     cfg.separation.steps = 6
     reg = train_separators(cfg, run)
     steps = [json.loads(x)["step"] for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert steps == [2, 4, 6] and [e["step"] for e in reg["separators"]] == [2, 4, 6]
-
-
-@pytest.mark.ray
-def test_two_ddp_workers_train_the_separator_without_a_restart(ray_session, tmp_path):
-    cfg = load_config(None, [*TINY[:-1], "data.synth.num_clips=24", "separation.steps=4",
-                             "separation.num_workers=2", "separation.cpus_per_worker=0.5"])
-    reg = train_separators(cfg, RunDir(str(tmp_path)))
-    assert [e["step"] for e in reg["separators"]] == [2, 4]
-    assert not (tmp_path / "failures.json").exists()  # no worker group was restarted
 
 
 @pytest.mark.ray
