@@ -72,8 +72,9 @@ def main() -> None:
         log.append(line)
         sys.stderr.write(line)
         for stage in ("separation:", "pretrain [", "evaluation:", "verdict", "done in"):
-            if line.startswith(stage) and stage not in stage_times:
-                stage_times[stage.strip(" [:")] = round(time.monotonic() - t0, 1)
+            key = stage.strip(" [:")  # the first line of each (the key, not the prefix, is what is kept)
+            if line.startswith(stage) and key not in stage_times:
+                stage_times[key] = round(time.monotonic() - t0, 1)
     rc = popen.wait()
     wall = time.monotonic() - t0
     stop.set()
