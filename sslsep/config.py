@@ -291,6 +291,8 @@ class EvaluationConfig:
     cpus_per_actor: float = _f(0.5, min=0.0, help="fractional, so decode tasks still schedule beside actors")
     gpus_per_actor: float = _f(0.0, min=0.0, max=8.0)
     torch_threads: int = _f(1, min=1, help="torch threads per embedding actor (Ray path)")
+    resources: dict[str, float] = _f({}, help="custom Ray resources each embedding actor also holds (pins them "
+                                     "to the nodes that offer them, as augment.resources does)")
 
 
 CONTROLS = ("mixture-only", "channels-only", "mixture-channel", "sim-only", "coinc-only")

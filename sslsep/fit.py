@@ -122,9 +122,8 @@ def _actors(section: str, a) -> tuple[list[Term], list[Bundle]]:
         if per > 0:
             terms.append(Term(resource, n * per, f"{section}.min_actors × {section}.{key} = {n} × "
                               f"{_amount(per, resource)}", (f"{section}.{key}", *count), rank=0))
-    resources = getattr(a, "resources", {})
-    terms += _custom(section, "min_actors", n, resources)
-    bundle = Bundle(f"one {section} actor", {"CPU": a.cpus_per_actor, "GPU": a.gpus_per_actor, **resources},
+    terms += _custom(section, "min_actors", n, a.resources)
+    bundle = Bundle(f"one {section} actor", {"CPU": a.cpus_per_actor, "GPU": a.gpus_per_actor, **a.resources},
                     tuple(f"{section}.{k}" for k in ("cpus_per_actor", "gpus_per_actor") if getattr(a, k) > 0))
     return terms, [bundle]
 

@@ -53,7 +53,6 @@ def data_stage(cfg: ExperimentConfig, run: RunDir) -> dict:
             for cid, status, detail in zip(batch["clip_id"], batch["status"], batch["detail"]):
                 report.add(str(cid), str(status), str(detail))
             seconds += batch["audio"].shape[0] * batch["audio"].shape[1] / cfg.audio.sample_rate
-            bar.total = max(bar.total, report.total)
             bar.update(len(batch["clip_id"]))
         bar.close()
     else:

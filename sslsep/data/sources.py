@@ -140,7 +140,8 @@ def folder_items(cfg: DataConfig, split: str | None = None, val_fraction: float 
 
 # --------------------------------------------------------------------------- parquet
 
-SHARD_READ_ROWS = 64  # rows per record batch read from a shard in process
+SHARD_READ_ROWS = 64  # rows per record batch read from a shard
+
 
 def shard_uris(uri: str) -> list[str]:
     if uri.endswith(".parquet"):
@@ -151,20 +152,25 @@ def shard_uris(uri: str) -> list[str]:
     return shards
 
 
-_CHECKED: dict[tuple[str, ...], int] = {}  # shards checked in this process -> their rows
+_CHECKED: dict[tuple[str, ...], list[int]] = {}  # shards checked in this process -> rows of each
 
 
 def check_shards(uris: list[str]) -> int:
     """Read every shard's footer; a shard without the clip columns is an error naming it.
     Returns the shards' rows (from the same footers). Once per list of shards and process:
     the data stage, the validation set and the training stream all ask."""
+    return sum(shard_rows(uris))
+
+
+def shard_rows(uris: list[str]) -> list[int]:
+    """The rows of each shard, from the footers `check_shards` reads (once per process)."""
     key = tuple(uris)
     if key not in _CHECKED:
         _CHECKED[key] = _check_footers(uris)
     return _CHECKED[key]
 
 
-def _check_footers(uris: list[str]) -> int:
+def _check_footers(uris: list[str]) -> list[int]:
     import pyarrow.parquet as pq
     from concurrent.futures import ThreadPoolExecutor
 
@@ -175,10 +181,10 @@ def _check_footers(uris: list[str]) -> int:
         except Exception as e:
             raise ValueError(f"{u}: not a readable Parquet shard ({e})") from None
 
-    rows = 0
+    rows = []
     with ThreadPoolExecutor(8) as pool:
         for u, meta in zip(uris, pool.map(footer, uris)):
-            rows += meta.num_rows
+            rows.append(meta.num_rows)
             s = meta.schema.to_arrow_schema()
             missing = [c for c in SHARD_COLUMNS if c not in s.names]
             if missing:
@@ -319,8 +325,10 @@ def hash_sample(cfg: DataConfig, audio: AudioConfig, count: int, *, split: str |
 
     out: list[dict] = []
     kind = resolve_source(cfg)
-    if kind == "synthetic":  # scene ids follow from their index (sslsep.data.synthetic): made on demand
-        order = sorted(range(cfg.synth.num_clips), key=lambda i: key(f"synth-{cfg.synth.seed}-{i:08d}"))
+    if kind == "synthetic":  # scene ids follow from their index: scenes made on demand
+        from sslsep.data.synthetic import scene_id
+
+        order = sorted(range(cfg.synth.num_clips), key=lambda i: key(scene_id(cfg.synth.seed, i)))
         rows = (_synth_row(i, cfg, audio, False) for i in order)
         return list(itertools.islice((r for r in rows if take(r)), count))
     if kind == "folder":
@@ -370,14 +378,14 @@ def _decode_candidates(candidates, files, audio: AudioConfig, count: int, take, 
     """Decode shard rows (hash, shard, row) in order, reading only their row groups, until
     `count` of them pass `take`; every candidate decoded is added to `tried`."""
     out: list[dict] = []
+    starts = {si: np.cumsum([0] + [f.metadata.row_group(g).num_rows for g in range(f.num_row_groups)])
+              for si, f in files.items()}  # first row of each row group, per shard
     for start in range(0, len(candidates), max(count, 1)):
         by_group: dict[tuple[int, int], list[tuple[int, int]]] = {}
         for h, si, r in candidates[start:start + count]:
             tried.add((h, si, r))
-            starts = np.cumsum([0] + [files[si].metadata.row_group(g).num_rows
-                                      for g in range(files[si].num_row_groups)])
-            g = int(np.searchsorted(starts, r, side="right") - 1)
-            by_group.setdefault((si, g), []).append((h, r - int(starts[g])))
+            g = int(np.searchsorted(starts[si], r, side="right") - 1)
+            by_group.setdefault((si, g), []).append((h, r - int(starts[si][g])))
         decoded = []
         for (si, g), rows in by_group.items():
             batch = files[si].read_row_group(g).to_pydict()
@@ -480,8 +488,7 @@ def clip_dataset(cfg: DataConfig, audio: AudioConfig, *, with_stems: bool = Fals
     take = [None] * len(paths)
     if cfg.max_clips:
         left = cfg.max_clips
-        for i, path in enumerate(paths):
-            n_rows = pq.read_metadata(path, filesystem=fs).num_rows if left > 0 else 0
+        for i, n_rows in enumerate(shard_rows(uris)):
             take[i], left = min(n_rows, left), left - min(n_rows, left)
     n = passes(min(rows, cfg.max_clips) if cfg.max_clips else rows)
     items = [{"path": paths[i], "epoch": e, "take": -1 if take[i] is None else take[i]}

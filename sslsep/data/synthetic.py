@@ -398,6 +398,11 @@ def _level(x: np.ndarray) -> np.ndarray:
     return x * min(_REF_RMS / np.sqrt(np.mean(x * x)), _REF_PEAK / peak) if peak > 0 else x
 
 
+def scene_id(seed: int, index: int) -> str:
+    """The clip id of scene `index` of `seed`: known without generating the scene."""
+    return f"synth-{int(seed)}-{int(index):08d}"
+
+
 def generate_scene(index: int, *, seed: int = 0, sample_rate: int = 16000, num_samples: int = 64000,
                    min_events: int = 1, max_events: int = 4, gain_db: tuple[float, float] = (-12.0, 0.0)) -> Scene:
     """Scene `index` of the stream `seed`. It depends on (seed, index) alone, so any clip can be
@@ -433,7 +438,7 @@ def generate_scene(index: int, *, seed: int = 0, sample_rate: int = 16000, num_s
     stems32 = (stems * (min(1.0, _MAX_PEAK / peak) if peak > 0 else 1.0)).astype(np.float32)
     events = tuple({"label": labels[j], "onset_s": round(onsets[j] / sample_rate, 6),
                     "duration_s": round(lengths[j] / sample_rate, 6), "gain_db": round(gains[j], 3)} for j in order)
-    return Scene(clip_id=f"synth-{int(seed)}-{int(index):08d}", audio=stems32.sum(0, dtype=np.float32), stems=stems32,
+    return Scene(clip_id=scene_id(seed, index), audio=stems32.sum(0, dtype=np.float32), stems=stems32,
                  labels=tuple(labels[j] for j in order), context=context, events=events)
 
 

@@ -205,5 +205,5 @@ def embed_with_ray(ds, specs: dict[str, str], cfg: ExperimentConfig) -> Embedded
                                          "threads": ev.torch_threads},
         batch_size=ev.embed_batch, batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(min_size=ev.min_actors, max_size=ev.max_actors),
-        num_cpus=ev.cpus_per_actor, num_gpus=ev.gpus_per_actor or None)
+        num_cpus=ev.cpus_per_actor, num_gpus=ev.gpus_per_actor or None, resources=ev.resources or None)
     return _collect(out.iter_batches(batch_size=256, batch_format="numpy"), list(specs))

@@ -31,22 +31,20 @@ def launch(train_loop: Callable[[dict], None], config: dict, s: LoopSettings,
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 
+    # Ray Train resolves ingest options in its controller, where the driver's DataContext
+    # (row order: data.preserve_order) is not: hand them over from here
+    ingest = ray.train.DataConfig(execution_options=ray.train.DataConfig.default_ingest_options())
+    # logical GPUs (a dry run): NCCL needs real ones; gloo runs the same DDP on CPU
+    backend = {"torch_config": TorchConfig(backend="gloo")} if s.fake_gpus else {}
+    scaling = ray.train.ScalingConfig(num_workers=s.num_workers, use_gpu=s.use_gpu,
+                                      resources_per_worker={"CPU": s.cpus_per_worker, **dict(s.resources)})
     history: list[Failure] = []
     while True:
-        # a new trainer on the same storage path and name restores the latest checkpoint
-        data = datasets()
-        # Ray Train resolves ingest options in its controller, where the driver's DataContext
-        # (row order: data.preserve_order) is not: hand them over from here
-        ingest = ray.train.DataConfig(execution_options=ray.train.DataConfig.default_ingest_options())
-        # logical GPUs (a dry run): NCCL needs real ones; gloo runs the same DDP on CPU
-        backend = {"torch_config": TorchConfig(backend="gloo")} if s.fake_gpus else {}
-        trainer = TorchTrainer(
-            train_loop, train_loop_config=config, datasets=data, dataset_config=ingest, **backend,
-            scaling_config=ray.train.ScalingConfig(num_workers=s.num_workers, use_gpu=s.use_gpu,
-                                                   resources_per_worker={"CPU": s.cpus_per_worker,
-                                                                         **dict(s.resources)}),
-            run_config=ray_run_config(run.uri("ray_train"), name),
-        )
+        # A new trainer on the same storage path and name restores the latest checkpoint. Its
+        # data are built anew: blocks of a materialized stream may have died with a lost node.
+        trainer = TorchTrainer(train_loop, train_loop_config=config, datasets=datasets(), dataset_config=ingest,
+                               scaling_config=scaling, run_config=ray_run_config(run.uri("ray_train"), name),
+                               **backend)
         try:
             trainer.fit()
             return
