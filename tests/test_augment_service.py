@@ -89,7 +89,9 @@ def test_actor_killed_mid_stream_loses_and_duplicates_nothing(ray_session, regis
     import ray
 
     n = 80
-    cfg = views_config(registry, f"data.synth.num_clips={n}", "augment.batch_size=2")
+    # 1 MB ahead of the consumer (~20 rows of views): the stream cannot finish, and its actor
+    # retire, before the slow consumer below has read its first batches
+    cfg = views_config(registry, f"data.synth.num_clips={n}", "augment.batch_size=2", "data.stream_memory_mb=1")
     clean = {(r["clip_id"], r["epoch"]): r["views"] for r in view_dataset(cfg, epochs=2).iter_rows()}
     killed = []
 
@@ -110,7 +112,7 @@ def test_actor_killed_mid_stream_loses_and_duplicates_nothing(ray_session, regis
             seen.append((cid, epoch))
             np.testing.assert_array_equal(views, clean[(cid, epoch)])
         time.sleep(0.02)  # a slow consumer keeps the actor mid-stream when it is killed
-        if i == 1:
+        if i == 0:
             thread = threading.Thread(target=kill_one)
             thread.start()
             thread.join()
