@@ -4,7 +4,8 @@ or `ray job submit --working-dir . -- python experiments/joint.py --config ...`.
 Stages (sslsep.pipeline): data -> separation (or `separation.registry`) -> pretraining of the
 configured model and of each control in `joint.controls`, on the same budget -> shallow
 evaluation and RUN_DIR/results.md, with a verdict: did separated views beat mixture-only
-views? Every artifact lives under one run directory (local or s3://); running the same
+views? -> RUN_DIR/report.html, the page to open in a browser (`sslsep report run`). Every
+artifact lives under one run directory (local or s3://); running the same
 config again resumes where it stopped.
 """
 
@@ -23,6 +24,17 @@ from sslsep.run import add_run_args, main_guard, start_run  # noqa: E402
 
 
 QUICK = Path(__file__).resolve().parent / "configs" / "quick.yaml"
+
+
+def write_report(run) -> None:
+    """RUN_DIR/report.html (sslsep.reporting); a failure to draw it never costs the run's results."""
+    from sslsep.reporting.run_report import write_run_report
+
+    try:
+        print(f"report: {write_run_report(run.path)[0]} (open it in a browser)", flush=True)
+    except Exception as e:  # noqa: BLE001 - the results are written; say why the page is not
+        print(f"report: not written ({type(e).__name__}: {e}); try `sslsep report run {run.path}`",
+              file=sys.stderr, flush=True)
 
 
 def main() -> None:
@@ -45,6 +57,7 @@ def main() -> None:
         print(markdown(results))
         print(pipeline.verdict(results))
         run.write_text("verdict.txt", pipeline.verdict(results) + "\n")
+    write_report(run)
     print(f"done in {time.monotonic() - t0:.0f} s; everything is under {run.path}")
 
 

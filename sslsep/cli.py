@@ -5,6 +5,8 @@
     sslsep data check PATH_OR_URI                      decode everything, print the report
     sslsep config show [--config F] [--set k=v ...]    print the resolved config
     sslsep evaluate --encoder CKPT [--baseline N=CKPT]  shallow evaluation table (experiments/evaluate.py)
+    sslsep report run RUN_DIR [--out F]                RUN_DIR/report.html: results, curves, listening, maps
+    sslsep report sweep RUN_DIR                        RUN_DIR/sweep.html: the sweep's dashboard
 """
 
 from __future__ import annotations
@@ -67,6 +69,13 @@ def cmd_evaluate(args) -> None:
     evaluate_command(args)
 
 
+def cmd_report_run(args) -> None:
+    from sslsep.reporting.run_report import write_run_report
+
+    for path in write_run_report(args.run_dir, args.out, clips=args.clips, method=args.map):
+        print(path)
+
+
 def cmd_report_sweep(args) -> None:
     from sslsep.tuning.report import write_report
 
@@ -115,6 +124,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_evaluate)
 
     rep = sub.add_parser("report", help="dashboards").add_subparsers(dest="cmd", required=True)
+    p = rep.add_parser("run", help="write RUN_DIR/report.html: results, curves, listening panel, embedding maps")
+    p.add_argument("run_dir", help="a run directory, local or s3://")
+    p.add_argument("--out", help="also write the page here (e.g. a local file for an s3:// run)")
+    p.add_argument("--clips", type=int, default=4, help="clips in the listening panel (0: none)")
+    p.add_argument("--map", choices=("tsne", "pca"), default="tsne", help="projection of the embedding maps")
+    p.set_defaults(fn=cmd_report_run)
     p = rep.add_parser("sweep", help="write RUN_DIR/sweep.html: one self-contained dashboard of a sweep")
     p.add_argument("run_dir", help="the sweep's run directory (holds sweep.json)")
     p.set_defaults(fn=cmd_report_sweep)

@@ -87,6 +87,33 @@ def run_classifiers(cfg: ExperimentConfig, task: Task, x: np.ndarray) -> list[di
     return out
 
 
+MAP_CLIPS = 2000  # embeddings kept for the report's maps (a seeded subset of larger sets)
+
+
+def save_embeddings(run, task: Task, sets: dict[str, EmbeddedSet], extractors: dict[str, str],
+                    max_clips: int = MAP_CLIPS) -> str:
+    """RUN_DIR/embeddings.npz: the evaluated clips' frozen embeddings, one (N, D) float16 array
+    per extractor (`x<i>`, named in `extractors`), with clip ids, targets (N, C) and classes: what
+    the run report draws its embedding maps from. At most `max_clips` clips (seeded subset)."""
+    import io
+    import json
+
+    from sslsep import storage
+
+    keep = np.arange(len(task.rows))
+    if len(keep) > max_clips:
+        keep = np.sort(np.random.default_rng(0).choice(len(keep), max_clips, replace=False))
+    ids = np.array([c for s in sets for c in sets[s].clip_ids], dtype=object)[task.rows][keep]
+    arrays = {f"x{i}": task_features(task, sets, name)[keep].astype(np.float16) for i, name in enumerate(extractors)}
+    buf = io.BytesIO()
+    np.savez_compressed(buf, clip_ids=ids.astype(str), targets=task.targets[keep].astype(np.uint8),
+                        extractors=np.array(json.dumps(list(extractors))), classes=np.array(task.classes, dtype=str),
+                        multilabel=np.array(task.multilabel), **arrays)
+    uri = run.uri("embeddings.npz")
+    storage.write_bytes(uri, buf.getvalue())
+    return uri
+
+
 def evaluate_encoders(cfg: ExperimentConfig, extractors: dict[str, str], run=None, runs: dict | None = None) -> dict:
     """Judge each extractor (row name -> checkpoint URI, or "logmel" / "random") under the
     configured protocol. Returns the results dict (also written to `run`, a RunDir). `runs`
@@ -128,6 +155,7 @@ def evaluate_encoders(cfg: ExperimentConfig, extractors: dict[str, str], run=Non
     if run is not None:
         run.write_json("results.json", results)
         run.write_text("results.md", markdown(results))
+        save_embeddings(run, task, sets, extractors)
         for r in rows:
             run.log_metrics({"stage": "evaluate", "extractor": r["extractor"], "classifier": r["classifier"],
                              **{k: r[k] for k in ("mAP", "auc", "d_prime", "accuracy")}})

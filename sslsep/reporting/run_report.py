@@ -1,0 +1,115 @@
+"""`sslsep report run RUN_DIR`: one self-contained HTML page of a run (RUN_DIR/report.html),
+opened offline in a browser, from a local run directory or downloaded from s3://.
+
+    results     the results table and the verdict, with the protocol stated
+    curves      separator validation against step (convergence states marked); pretraining
+                loss parts, coincidence accuracy and the live monitor, one line per variant;
+                throughput per stage
+    listening   a few clips: the mixture, each convergence state's active channels, the views
+                drawn, as audio with log-mel spectrograms (sslsep.reporting.listening)
+    maps        t-SNE / PCA of the evaluation clips' frozen embeddings per extractor
+    data        the data stage's accounting
+
+An incomplete run (interrupted, a stage not run, an older layout) gives a page of what exists,
+with a list of what is missing and why (sslsep.reporting.contents).
+"""
+
+from __future__ import annotations
+
+import time
+
+from sslsep import figures, storage
+from sslsep.reporting.contents import RunContents, read_run
+from sslsep.reporting.curves import pretrain_curves, separation_curves, throughput_curves
+from sslsep.reporting.listening import listening_panel
+from sslsep.reporting.maps import embedding_maps
+
+REPORT = "report.html"
+esc = figures.esc
+
+
+def _stages(c: RunContents) -> str:
+    done = {
+        "data": f"{c.data_report.get('kept')} of {c.data_report.get('listed')} clips usable"
+        if c.data_report else None,
+        "separation": f"{len(c.registry.get('separators', []))} convergence states "
+                      f"({', '.join(e['name'] for e in c.registry.get('separators', []))})" if c.registry else None,
+        "pretraining": f"{len(c.pretrain)} variant(s): {', '.join(sorted(c.pretrain))}" if c.pretrain else None,
+        "evaluation": f"{len(c.results['rows'])} rows" if c.results else None}
+    return figures.table(["stage", "state"], [[k, v or "not run / not finished"] for k, v in done.items()],
+                         "stages")
+
+
+def _fmt(mean, std, digits: int = 3) -> str:
+    return "—" if mean is None else f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if std else "")
+
+
+def results_section(c: RunContents) -> str:
+    head = "<h2>Results</h2>"
+    if c.results is None:
+        return head + '<p class="missing">no results.json: the evaluation stage did not finish</p>'
+    r = c.results
+    p, clips = r["protocol"], r["clips"]
+    single = not p["multilabel"]
+    metrics = ["mAP", "auc", "d_prime"] + (["accuracy"] if single else [])
+    rows = [[row["extractor"], row["classifier"], row["dim"],
+             *(_fmt(row.get(m), row.get(f"{m}_std"), 2 if m == "d_prime" else 3) for m in metrics)]
+            for row in r["rows"]]
+    table = figures.table(["extractor", "classifier", "dim", "mAP", "AUC", "d'"] + (["accuracy"] if single else []),
+                          rows, "results")
+    seeds = r.get("runs", {}).get("seeds", [])
+    return (head + f"<p>Protocol: {esc(p['description'])}. Splits: {p['n_splits']}; mean ± std over them"
+            + (f"; {len(seeds)} pretraining seeds, a row per variant and seed" if seeds else "")
+            + f". Clips: {clips['total']} in = {clips['used']} evaluated + {len(clips['skipped'])} skipped + "
+            f"{len(clips['unlabelled'])} unlabelled.</p>" + table
+            + (f'<pre id="verdict">{esc(c.verdict)}</pre>' if c.verdict else
+               '<p class="missing">no verdict.txt</p>'))
+
+
+def monitor_protocol(c: RunContents) -> str:
+    if not c.monitor:
+        return ""
+    protocol = next(iter(c.monitor.values()))
+    items = ", ".join(f"{esc(k)} {esc(v)}" for k, v in protocol.items())
+    return f'<p class="note" id="monitor-protocol">Live monitor protocol: {items}.</p>'
+
+
+def data_section(c: RunContents) -> str:
+    d = c.data_report
+    if d is None:
+        return ""
+    skipped = d.get("skipped") or []
+    return (f"<h2>Data</h2><p>{esc(d.get('source'))} {esc(d.get('path') or '')}: {d.get('listed')} clips listed; "
+            f"checked {esc(d.get('checked'))}: {d.get('kept')} usable, {len(skipped)} skipped.</p>")
+
+
+def render(c: RunContents, clips: int = 4, method: str = "tsne") -> str:
+    from sslsep.pipeline import registry_uri
+
+    info = c.run_info or {}
+    name = c.config.name if c.config else "?"
+    registry = registry_uri(c.config, c) if c.config else c.uri("registry.json")
+    body = [f"<h1>Run {esc(c.path.rstrip('/').rsplit('/', 1)[-1])}</h1>",
+            f"<p class=note>{esc(c.path)} · preset {esc(name)} · started as <code>{esc(' '.join(info.get('argv', [])))}"
+            f"</code> · commit {esc(info.get('git_commit', '?'))} · report written "
+            f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}</p>", _stages(c)]
+    if c.missing:
+        body.append('<h2>Missing</h2><ul id="missing">' + "".join(f"<li>{esc(m)}</li>" for m in c.missing)
+                    + "</ul>")
+    body += [results_section(c), "<h2>Curves</h2>", separation_curves(c.separation, c.registry),
+             pretrain_curves(c.pretrain), monitor_protocol(c), throughput_curves(c.separation, c.pretrain)]
+    body.append(listening_panel(c.config, registry, clips) if clips > 0 else "")
+    body += ["<h2>Embedding maps</h2>", embedding_maps(c.embeddings, method), data_section(c)]
+    return figures.page(f"sslsep run {c.path.rsplit('/', 1)[-1]}", body)
+
+
+def write_run_report(run_dir: str, out: str | None = None, clips: int = 4, method: str = "tsne") -> list[str]:
+    """Write RUN_DIR/report.html (and a copy at `out`, e.g. a local file for an s3:// run);
+    returns the paths written."""
+    page = render(read_run(run_dir), clips, method).encode()
+    written = [storage.join(run_dir, REPORT)]
+    storage.write_bytes(written[0], page)
+    if out:
+        storage.write_bytes(out, page)
+        written.append(out)
+    return written
