@@ -58,6 +58,8 @@ def test_joint_on_a_folder_accounts_for_every_clip_and_resumes(tmp_path, bad_fol
     assert results["clips"]["total"] == len(expected)  # the evaluation accounts for every file too
     assert {s["name"] for s in results["clips"]["skipped"]} == {s["name"] for s in report["skipped"]}
     assert "verdict (linear" in (out / "verdict.txt").read_text()
+    assert f"report: {out / 'report.html'}" in res.stdout  # the page of the run (tests/test_run_report.py)
+    assert (out / "report.html").read_text().count('class="clip"') == 4  # the folder's own clips, to listen to
     # `tensorboard --logdir RUN_DIR` shows every stage: the job's lines, and each variant's curves
     top = read_scalars(out)
     assert "data/clips" in top and any(t.startswith("evaluate/mixture-only/linear/") for t in top)

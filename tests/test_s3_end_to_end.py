@@ -44,11 +44,20 @@ def test_joint_with_data_and_run_directory_on_s3(s3_server, tmp_path):
     listing = {p.split("/e2e/run/", 1)[1] for p in fs.find(run.split("://", 1)[1])}
     for name in ("config.yaml", "run.json", "metrics.jsonl", "data_report.json", "registry.json",
                  "separators/step-000001.pt", "separators/step-000002.pt", "pretrain/configured/encoder.pt",
-                 "results.json", "results.md", "verdict.txt", "pretrain/configured/pretrain_state.pt"):
+                 "results.json", "results.md", "verdict.txt", "pretrain/configured/pretrain_state.pt",
+                 "embeddings.npz", "report.html"):
         assert name in listing, name
     report = json.loads(storage.read_bytes(f"{run}/data_report.json"))
     results = json.loads(storage.read_bytes(f"{run}/results.json"))
     assert report["total"] == 40 and results["clips"]["total"] == 40
+    # the page of an s3:// run, also written where a browser opens it
+    local = tmp_path / "report.html"
+    res = subprocess.run([*cli, "report", "run", run, "--out", str(local), "--clips", "1", "--map", "pca"],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.stdout.split() == [f"{run}/report.html", str(local)]
+    page = local.read_text()
+    assert 'id="results"' in page and 'class="clip"' in page and 'id="missing"' not in page
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and "data: done already" in again.stdout and "evaluate: done already" in again.stdout
     assert again.stdout.count("done already") >= 3  # data, pretraining, evaluation
