@@ -237,6 +237,14 @@ class PretrainConfig(TrainingConfig):
     views_source: str = _f("live", choices=("live", "precomputed"),
                            help="live: the augmentation service feeds training; precomputed: views "
                                 "are computed once, held in memory, then trained on")
+    monitor_every: int = _f(100, min=0, help="k-NN representation monitor (sslsep.contrastive.monitor): at the report "
+                            "steps (`log_every`) that are multiples of this, and the final step, rank 0 scores every "
+                            "variant's clip embeddings with a cosine k-NN on a fixed labelled split; 0 = off (also off "
+                            "when the data carry no labels)")
+    monitor_clips: int = _f(256, min=4, help="labelled clips of the monitor's split (the first in hash order of their "
+                            "ids), halved by recording group into k-NN references and queries")
+    monitor_k: int = _f(20, min=1, help="neighbours that vote in the monitor's k-NN")
+    monitor_temperature: float = _f(0.07, min=1e-3, max=10.0, help="the monitor's vote weight is exp(cosine / this)")
 
 
 CLASSIFIERS = ("linear", "mlp")  # sslsep.evaluation.classifiers.KINDS

@@ -61,7 +61,20 @@ class LocalSession:
 # metric name -> keys of the loop's metrics dict (the first one present is exported).
 TRAIN_GAUGES = {"sslsep_train_steps_per_s": ("steps_per_s",), "sslsep_train_samples_per_s": ("samples_per_s",),
                 "sslsep_train_data_wait_share": ("data_wait_share",),
-                "sslsep_train_loss": ("total", "train_mixit_loss")}
+                "sslsep_train_loss": ("total", "train_mixit_loss"), "sslsep_train_monitor_s": ("monitor_s",)}
+# The k-NN monitor's figures (sslsep.contrastive.monitor), one per variant trained in the loop:
+# a metrics line holds them as `variant/key`; exported with the variant as a tag.
+VARIANT_GAUGE_KEYS = ("monitor_knn_acc", "monitor_knn_map")
+
+
+def variant_figures(metrics: dict, keys=VARIANT_GAUGE_KEYS) -> list[tuple[str, str, float]]:
+    """(key, variant, value) of each finite per-variant figure (`variant/key`) of a metrics line."""
+    out = []
+    for name, value in metrics.items():
+        variant, _, key = name.rpartition("/")
+        if key in keys and variant and isinstance(value, (int, float)) and value == value:
+            out.append((key, variant, float(value)))
+    return out
 
 
 class RaySession:
@@ -82,6 +95,11 @@ class RaySession:
         self.gauges = {keys: Gauge(name, description=f"training {keys[0]} (per reporting window)",
                                    tag_keys=("stage", "run", "rank"))
                        for name, keys in TRAIN_GAUGES.items()}
+        self.variant_gauges = {  # literal names: tests/test_grafana_dashboards.py reads them from here
+            "monitor_knn_acc": Gauge("sslsep_monitor_knn_acc", description="k-NN monitor: query top-1 accuracy",
+                                     tag_keys=("stage", "run", "rank", "variant")),
+            "monitor_knn_map": Gauge("sslsep_monitor_knn_map", description="k-NN monitor: query mAP",
+                                     tag_keys=("stage", "run", "rank", "variant"))}
 
     def batches(self) -> Iterator[dict]:
         # a seeded local shuffle (one seed per rank and pass) keeps a rerun's batches identical
@@ -112,6 +130,8 @@ class RaySession:
             value = next((metrics[k] for k in keys if k in metrics), None)
             if isinstance(value, (int, float)) and value == value:  # skips NaN (a part switched off)
                 gauge.set(float(value), tags=self.tags)
+        for key, variant, value in variant_figures(metrics):
+            self.variant_gauges[key].set(value, tags={**self.tags, "variant": variant})
         if state is None or self.rank != 0:
             self.train.report(metrics)
             return

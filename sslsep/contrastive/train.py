@@ -12,7 +12,8 @@ the same batches (`pretrain_together`): one module holding a model per variant, 
 the sum of their losses (their parameters are disjoint, so each gets exactly its own
 gradient), one optimizer (AdamW is per parameter). Each variant keeps its own run directory
 (metrics.jsonl, `encoders/step-XXXXXX.pt`, `encoder.pt`); the shared training state lives
-with the first one. Rank 0 writes them.
+with the first one. Rank 0 writes them, and scores every variant's embeddings with the k-NN
+monitor (`sslsep.contrastive.monitor`, `pretrain.monitor_every`) when the data carry labels.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from sslsep.contrastive.encoder import AudioEncoder, build_encoder, save_encoder
 from sslsep.contrastive.losses import (BilinearSimilarity, CoincidenceHead, all_gather_with_grad,
                                        coincidence_accuracy, coincidence_loss, coincidence_pairs,
                                        joint_loss, multiview_nt_xent)
+from sslsep.contrastive.monitor import Monitor
 from sslsep.run import RunDir
 from sslsep.session import open_session
 from sslsep.training import LoopSettings, launch, run_loop
@@ -207,6 +209,11 @@ def train_loop(config: dict) -> None:
     gather = all_gather_with_grad if pre.global_negatives and session.world_size > 1 else None
     gens = {n: torch.Generator(device="cpu").manual_seed(cfg.seed * 1000 + session.rank) for n in cfgs}
 
+    monitor = Monitor(cfg, runs) if session.rank == 0 and pre.monitor_every else None
+
+    def validate(core: nn.Module, step: int, final: bool) -> dict:
+        return monitor({n: m.encoder for n, m in core.models.items()}, step, final)
+
     def save(core: nn.Module, step: int, metrics: dict, done: bool) -> None:
         lines = split_metrics(metrics, list(runs))
         for n, m in core.models.items():
@@ -215,7 +222,7 @@ def train_loop(config: dict) -> None:
                 _save_encoder_file(m.encoder, runs[n].uri("encoder.pt"), step, lines[n], cfgs[n])
 
     run_loop(session, loop_settings(cfg), model, optimizer, contrastive_step(cfgs, gens, gather, separators),
-             run=VariantLogs(runs), save=save, channels_last=True,
+             run=VariantLogs(runs), save=save, validate=validate if monitor else None, channels_last=True,
              clip_groups=lambda core: [m.parameters() for m in core.models.values()],
              no_batch="no training batch: fewer usable clips than pretrain.batch_clips")
 

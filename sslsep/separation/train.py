@@ -186,7 +186,7 @@ def train_loop(config: dict) -> None:
     optimizer = torch.optim.Adam(model.parameters(), lr=sep.lr)
     val: dict = {}
 
-    def validate(core: torch.nn.Module) -> dict:
+    def validate(core: torch.nn.Module, step: int, final: bool) -> dict:
         if not val:  # rank 0 only, on its first report
             val.update(validation_set(cfg, run.uri("validation.npz")))
         return evaluate(core, val, sep.snr_max)

@@ -26,6 +26,7 @@ from sslsep.training.schedule import autocast, grad_scaler, lr_factor, resolve_p
 
 StepFn = Callable[[torch.nn.Module, dict], tuple[torch.Tensor, dict]]
 SaveFn = Callable[[torch.nn.Module, int, dict, bool], None]
+ValidateFn = Callable[[torch.nn.Module, int, bool], dict]  # (core, step, final) -> keys for the metrics line
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,11 +97,12 @@ def _batch_size(batch: dict) -> int:
 
 
 def run_loop(session, s: LoopSettings, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-             step_fn: StepFn, *, run, save: SaveFn, validate: Callable[[torch.nn.Module], dict] | None = None,
+             step_fn: StepFn, *, run, save: SaveFn, validate: ValidateFn | None = None,
              channels_last: bool = False, no_batch: str = "no training batch",
              clip_groups: Callable[[torch.nn.Module], list] | None = None) -> None:
     """Train `model` (unwrapped, on the CPU) to `s.steps` on `session`'s batches, resuming from
-    the session's latest state. Rank 0 validates, saves kept steps and writes metrics.jsonl
+    the session's latest state. Rank 0 validates (`validate(core, step, final)` at every report
+    step: its keys join the metrics line), saves kept steps and writes metrics.jsonl
     (`run.log_metrics`). `clip_groups(core)`: the parameter groups whose gradient norm is
     clipped apart (several models in one module); default: all of them together."""
     torch.set_num_threads(s.torch_threads)
@@ -158,7 +160,7 @@ def run_loop(session, s: LoopSettings, model: torch.nn.Module, optimizer: torch.
                         metrics["stopped_by"] = "steps" if step >= s.steps else "max_minutes"
                     if session.rank == 0:
                         if validate is not None:
-                            metrics.update(validate(core))
+                            metrics.update(validate(core, step, done))
                         if keep:
                             save(core, step, metrics, done)
                         run.log_metrics(metrics)
