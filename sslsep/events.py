@@ -77,6 +77,21 @@ class EventLog:
         now = time.time()
         for tag, value in values:
             writer.write_event(Event(wall_time=now, step=step, summary=scalar(tag, value)))
+        self._flush(writer)
+
+    def audio(self, tag: str, waveform, sample_rate: int, step: int) -> None:
+        """One audio summary (TensorBoard's Audio tab): waveform (T,) in [-1, 1] after peak scaling."""
+        import numpy as np
+        from tensorboardX.proto.event_pb2 import Event
+        from tensorboardX.summary import audio
+
+        x = np.asarray(waveform, np.float32)
+        x = x / max(float(np.abs(x).max()), 1e-9) * 0.9  # audible whatever the channel's level
+        writer = self._writer or self._open()
+        writer.write_event(Event(wall_time=time.time(), step=int(step), summary=audio(tag, x[:, None], sample_rate)))
+        self._flush(writer)
+
+    def _flush(self, writer) -> None:
         writer.flush()
         if self._local:
             for name in os.listdir(self._local):

@@ -43,6 +43,16 @@ def test_local_training_keeps_every_convergence_state(tmp_path):
         select(reg, ["step-000003"])
     lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [ln["step"] for ln in lines] == [2, 4, 5]
+    # TensorBoard's Audio tab: each state's separation of two validation clips, every channel
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(tmp_path), size_guidance={"audio": 0})
+    acc.Reload()
+    tags = set(acc.Tags()["audio"])
+    names = ["mixture"] + [f"channel{c}" for c in range(4)]
+    assert tags == {f"separation/clip{i}/{x}" for i in range(2) for x in names}
+    assert [e.step for e in acc.Audio("separation/clip1/channel3")] == [2, 4, 5]
+    assert acc.Audio("separation/clip0/mixture")[0].length_frames == 8000
     # a finished run is reused, not retrained
     again = train_separators(cfg, RunDir(str(tmp_path)))
     assert again["separators"] == reg["separators"]

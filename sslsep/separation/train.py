@@ -193,10 +193,32 @@ def train_loop(config: dict) -> None:
 
     def save(core: torch.nn.Module, step: int, metrics: dict, done: bool) -> None:
         _save_state_file(core, run, step, metrics, cfg)
+        if val:
+            listen(core, val["audio"][:AUDIO_CLIPS], run, step, cfg.audio.sample_rate)
 
     run_loop(session, loop_settings(cfg), model, optimizer, mixit_step(cfg), run=run, save=save,
              validate=validate,
              no_batch=f"no training batch of {sep.batch_clips} usable clips in {cfg.data.path or 'synthetic'}")
+
+
+AUDIO_CLIPS = 2  # validation clips whose separation each convergence state leaves in TensorBoard
+
+
+@torch.inference_mode()
+def listen(core: torch.nn.Module, clips: torch.Tensor, run: RunDir, step: int, sample_rate: int) -> None:
+    """TensorBoard audio of a convergence state: clips (N, T) and their M separated channels,
+    tags separation/clip<i>/mixture and .../channel<c>, at the state's step."""
+    was = core.training
+    core.eval()
+    try:
+        device = next(core.parameters()).device
+        est = core(clips.to(device)).float().cpu().numpy()  # (N, M, T)
+    finally:
+        core.train(was)
+    for i, (mix, channels) in enumerate(zip(clips.numpy(), est)):
+        run.events.audio(f"separation/clip{i}/mixture", mix, sample_rate, step)
+        for c, x in enumerate(channels):
+            run.events.audio(f"separation/clip{i}/channel{c}", x, sample_rate, step)
 
 
 # --------------------------------------------------------------------------- driver
