@@ -56,6 +56,8 @@ def test_joint_job_writes_the_report_and_prints_its_path(joint_run):
     assert "step-000001" in page and "step-000002" in page  # both convergence states separated them
     assert "<script" not in page and "http://" not in page and "https://" not in page  # offline, self-contained
     assert 'id="missing"' not in page  # a complete run lacks nothing
+    # the live monitor ran (synthetic scenes carry labels): its curve is drawn, its protocol stated
+    assert "no live-monitor figures" not in page and 'id="monitor-protocol">Live monitor: weighted cosine' in page
 
 
 @pytest.mark.slow

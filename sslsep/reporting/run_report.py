@@ -67,11 +67,25 @@ def results_section(c: RunContents) -> str:
 
 
 def monitor_protocol(c: RunContents) -> str:
+    """The live monitor's protocol in words (from pretrain/<variant>/monitor.json)."""
     if not c.monitor:
         return ""
-    protocol = next(iter(c.monitor.values()))
-    items = ", ".join(f"{esc(k)} {esc(v)}" for k, v in protocol.items())
-    return f'<p class="note" id="monitor-protocol">Live monitor protocol: {items}.</p>'
+    p = next(iter(c.monitor.values()))
+    if not p.get("enabled", True):
+        return f'<p class="note" id="monitor-protocol">Live monitor off: {esc(p.get("reason", ""))}.</p>'
+    try:
+        q = int(p["query_clips"])
+        se = 0.5 / q ** 0.5  # the widest binomial standard error of an accuracy on q queries
+        metric = "top-1 accuracy" if p["metric"] == "knn_acc" else "mAP"
+        text = (f"Live monitor: weighted cosine k-NN (k {p['k']}, vote weight exp(cos / {p['temperature']})) of each "
+                f"variant's frozen clip embeddings, {metric} of {q} query clips against {p['reference_clips']} "
+                f"reference clips, {p['groups']} recording groups halved so that none is on both sides; every "
+                f"{p['every']} steps and at the last. Selection: {p.get('selection', '?')}. On {q} queries an "
+                f"accuracy moves by up to ±{se:.2f} (one standard error) by chance: a trend, the shallow evaluation "
+                f"above is the judge.")
+    except (KeyError, TypeError, ValueError, ZeroDivisionError):  # another layout: show it as it is
+        text = "Live monitor protocol: " + ", ".join(f"{k} {v}" for k, v in p.items())
+    return f'<p class="note" id="monitor-protocol">{esc(text)}</p>'
 
 
 def data_section(c: RunContents) -> str:
