@@ -176,17 +176,3 @@ def test_monitor_leaves_training_unchanged_and_lands_in_metrics_and_tensorboard(
         protocol = json.loads((tmp_path / "on" / name / "monitor.json").read_text())
         assert protocol["k"] == 20 and protocol["metric"] == "knn_map" and protocol["every"] == 4
         assert protocol["reference_clips"] + protocol["query_clips"] == 16 and protocol["groups"] == 16
-
-
-@pytest.mark.ray
-def test_monitor_on_two_ddp_workers(ray_session, tmp_path, registry):
-    """On Ray Train with two workers: rank 0 alone monitors (the other waits at the next
-    all-reduce), and the figures reach the variant's metrics.jsonl."""
-    cfg = load_config(None, BASE + ["pretrain.num_workers=2", "pretrain.cpus_per_worker=0.5", "pretrain.steps=4",
-                                    "augment.cpus_per_actor=0.25", "data.cpus_per_task=0.25",
-                                    "pretrain.monitor_every=2"])
-    cfg = replace(cfg, {"separation.registry": registry}, origin="test")
-    pretrain_together({"configured": cfg}, {"configured": RunDir(str(tmp_path))})
-    m = lines(tmp_path)
-    assert [x["step"] for x in m] == [2, 4] and all(0.0 <= x["monitor_knn_map"] <= 1.0 for x in m)
-    assert (tmp_path / "monitor.json").exists()

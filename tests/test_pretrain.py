@@ -102,6 +102,10 @@ def test_two_workers_ddp_with_global_negatives(ray_session, tmp_path, registry):
         m = lines(tmp_path / name)
         assert [x["step"] for x in m] == [2, 4] and np.isfinite(m[-1]["total"]), name
         assert (tmp_path / name / "encoders" / "step-000002.pt").exists() and uri.endswith("encoder.pt")
+        # the k-NN monitor, on rank 0 alone (the other rank waits at the next all-reduce), scores
+        # every variant of the loop at the final step (monitor_every 100 > 4 steps)
+        assert "monitor_knn_map" not in m[0] and 0.0 <= m[-1]["monitor_knn_map"] <= 1.0, name
+        assert (tmp_path / name / "monitor.json").exists(), name
     assert [x["samples_per_s"] for x in lines(tmp_path / "sim-only")] == \
         [x["samples_per_s"] for x in lines(tmp_path / "configured")]  # one loop
     assert (tmp_path / "configured" / "ray_train" / "pretrain" / "checkpoint_manager_snapshot.json").exists()
