@@ -26,12 +26,13 @@ from sslsep.run import add_run_args, main_guard, start_run  # noqa: E402
 QUICK = Path(__file__).resolve().parent / "configs" / "quick.yaml"
 
 
-def write_report(run) -> None:
+def write_report(cfg, run) -> None:
     """RUN_DIR/report.html (sslsep.reporting); a failure to draw it never costs the run's results."""
     from sslsep.reporting.run_report import write_run_report
 
     try:
-        print(f"report: {write_run_report(run.path)[0]} (open it in a browser)", flush=True)
+        page = write_run_report(run.path, clips=cfg.joint.report_clips, method=cfg.joint.report_map)[0]
+        print(f"report: {page} (open it in a browser)", flush=True)
     except Exception as e:  # noqa: BLE001 - the results are written; say why the page is not
         print(f"report: not written ({type(e).__name__}: {e}); try `sslsep report run {run.path}`",
               file=sys.stderr, flush=True)
@@ -57,7 +58,7 @@ def main() -> None:
         print(markdown(results))
         print(pipeline.verdict(results))
         run.write_text("verdict.txt", pipeline.verdict(results) + "\n")
-    write_report(run)
+    write_report(cfg, run)
     print(f"done in {time.monotonic() - t0:.0f} s; everything is under {run.path}")
 
 

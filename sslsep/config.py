@@ -318,6 +318,9 @@ class JointConfig:
                           "separators, data and budget) and judged on the same splits, so the verdict has a spread "
                           "over runs; [] = the config's `seed` only")
     evaluate: bool = _f(True, help="run the shallow evaluation and write results.md")
+    report_clips: int = _f(4, min=0, help="clips in the listening panel of RUN_DIR/report.html, written at the end "
+                           "(`sslsep report run`); 0 = a page without it")
+    report_map: str = _f("tsne", choices=("tsne", "pca"), help="projection of the report's embedding maps")
 
 
 @dataclass

@@ -28,8 +28,8 @@ SMALL = {  # the preset's sizes cut for a CPU; its placement (workers, actors, G
     "separation.warmup_steps": "0", "augment.crop_seconds": "0.5", "augment.batch_size": "4",
     "pretrain.steps": "2", "pretrain.batch_clips": "2", "pretrain.log_every": "1", "pretrain.warmup_steps": "0",
     "pretrain.checkpoint_steps": "[1]", "evaluation.embed_batch": "4", "evaluation.max_epochs": "2",
-    "data.class_index_csv": "''", "joint.controls": "[]",
-    "ray.fake_gpus": "true",
+    "data.class_index_csv": "''", "joint.controls": "[]", "joint.report_clips": "1", "joint.report_map": "pca",
+    "pretrain.monitor_clips": "8", "ray.fake_gpus": "true",
 }
 
 

@@ -111,6 +111,7 @@ def test_joint_job_through_ray_job_submit_repeats_a_local_run(head, tmp_path):
         assert [e["step"] for e in registry["separators"]] == [2, 4]
         ckpt = torch.load(out / "pretrain" / "configured" / "encoder.pt", weights_only=True)
         assert ckpt["config"]["separation"]["registry"] == str(out / "registry.json")
+        assert 'class="clip"' in (out / "report.html").read_text()  # the page, drawn by the job's driver
     first, second = (json.loads((out / "results.json").read_text()) for out in (job, local))
     names = {row["extractor"] for row in first["rows"]}
     assert {"logmel-stats", "random-init"} <= names and any(n.startswith("configured") for n in names)

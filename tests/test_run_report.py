@@ -19,7 +19,8 @@ from conftest import REPO
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 TINY = ["--set", "separation.steps=2", "--set", "separation.checkpoint_steps=[1]", "--set", "separation.use_ray=false",
         "--set", "pretrain.use_ray=false", "--set", "pretrain.steps=2", "--set", "pretrain.log_every=1",
-        "--set", "joint.controls=[mixture-only]", "--set", "evaluation.folds=2"]
+        "--set", "joint.controls=[mixture-only]", "--set", "evaluation.folds=2",
+        "--set", "joint.report_clips=4", "--set", "joint.report_map=tsne"]  # the page users get
 
 
 def artifacts(tmp_path: Path) -> Path:
