@@ -118,6 +118,13 @@ def crop_or_pad(audio: np.ndarray, num_samples: int, mode: str = "start", key: s
     return audio[offset:offset + num_samples]
 
 
+def peak_normalised(audio: np.ndarray, peak: float = 0.9) -> np.ndarray:
+    """audio scaled to `peak` (float32): what people listen to, whatever a channel's level."""
+    x = np.asarray(audio, np.float32)
+    top = float(np.max(np.abs(x))) if x.size else 0.0
+    return x * (peak / top) if top > 1e-9 else x
+
+
 def rms_dbfs(audio: np.ndarray) -> float:
     return float(10.0 * np.log10(np.mean(np.square(audio, dtype=np.float64)) + 1e-20))
 

@@ -20,6 +20,8 @@ import shutil
 import tempfile
 import time
 
+import numpy as np
+
 from sslsep import storage
 
 SKIP = {"time", "step", "final", "epoch"}
@@ -79,16 +81,19 @@ class EventLog:
             writer.write_event(Event(wall_time=now, step=step, summary=scalar(tag, value)))
         self._flush(writer)
 
-    def audio(self, tag: str, waveform, sample_rate: int, step: int) -> None:
-        """One audio summary (TensorBoard's Audio tab): waveform (T,) in [-1, 1] after peak scaling."""
-        import numpy as np
+    def audio(self, clips: dict[str, np.ndarray], sample_rate: int, step: int) -> None:
+        """Audio summaries (TensorBoard's Audio tab), tag -> waveform (T,), each scaled to the same
+        peak; written, flushed (and on s3:// uploaded) once for all of them."""
         from tensorboardX.proto.event_pb2 import Event
         from tensorboardX.summary import audio
 
-        x = np.asarray(waveform, np.float32)
-        x = x / max(float(np.abs(x).max()), 1e-9) * 0.9  # audible whatever the channel's level
+        from sslsep.audio import peak_normalised
+
         writer = self._writer or self._open()
-        writer.write_event(Event(wall_time=time.time(), step=int(step), summary=audio(tag, x[:, None], sample_rate)))
+        now = time.time()
+        for tag, x in clips.items():
+            writer.write_event(Event(wall_time=now, step=int(step),
+                                     summary=audio(tag, peak_normalised(x)[:, None], sample_rate)))
         self._flush(writer)
 
     def _flush(self, writer) -> None:

@@ -90,25 +90,28 @@ def run_classifiers(cfg: ExperimentConfig, task: Task, x: np.ndarray) -> list[di
 MAP_CLIPS = 2000  # embeddings kept for the report's maps (a seeded subset of larger sets)
 
 
-def save_embeddings(run, task: Task, sets: dict[str, EmbeddedSet], extractors: dict[str, str],
-                    max_clips: int = MAP_CLIPS) -> str:
-    """RUN_DIR/embeddings.npz: the evaluated clips' frozen embeddings, one (N, D) float16 array
-    per extractor (`x<i>`, named in `extractors`), with clip ids, targets (N, C) and classes: what
-    the run report draws its embedding maps from. At most `max_clips` clips (seeded subset)."""
+def map_subset(n: int, max_clips: int = MAP_CLIPS) -> np.ndarray:
+    """Indices of the task rows whose embeddings the report's maps keep: all, or a seeded subset."""
+    if n <= max_clips:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(0).choice(n, max_clips, replace=False))
+
+
+def save_embeddings(run, task: Task, clip_ids: list[str], keep: np.ndarray, maps: dict[str, np.ndarray]) -> str:
+    """RUN_DIR/embeddings.npz: the frozen embeddings of the task rows `keep` (`map_subset`) as the
+    classifiers saw them (`maps`: extractor -> (len(keep), D) float16), stored as `x<i>` in the
+    order named in `extractors`, with clip ids, targets (N, C) and classes: what the run report
+    draws its embedding maps from."""
     import io
     import json
 
     from sslsep import storage
 
-    keep = np.arange(len(task.rows))
-    if len(keep) > max_clips:
-        keep = np.sort(np.random.default_rng(0).choice(len(keep), max_clips, replace=False))
-    ids = np.array([c for s in sets for c in sets[s].clip_ids], dtype=object)[task.rows][keep]
-    arrays = {f"x{i}": task_features(task, sets, name)[keep].astype(np.float16) for i, name in enumerate(extractors)}
+    ids = np.array(clip_ids, dtype=object)[task.rows][keep]
     buf = io.BytesIO()
     np.savez_compressed(buf, clip_ids=ids.astype(str), targets=task.targets[keep].astype(np.uint8),
-                        extractors=np.array(json.dumps(list(extractors))), classes=np.array(task.classes, dtype=str),
-                        multilabel=np.array(task.multilabel), **arrays)
+                        extractors=np.array(json.dumps(list(maps))), classes=np.array(task.classes, dtype=str),
+                        multilabel=np.array(task.multilabel), **{f"x{i}": x for i, x in enumerate(maps.values())})
     uri = run.uri("embeddings.npz")
     storage.write_bytes(uri, buf.getvalue())
     return uri
@@ -125,9 +128,10 @@ def evaluate_encoders(cfg: ExperimentConfig, extractors: dict[str, str], run=Non
     embed_s = time.monotonic() - t0
     task = build_task(cfg, protocol, sets)
     skipped = sorted(s for e in sets.values() for s in e.skipped)
-    rows = []
+    rows, keep, maps = [], map_subset(len(task.rows)), {}
     for name, spec in extractors.items():
         x = task_features(task, sets, name)
+        maps[name] = x[keep].astype(np.float16)  # what the report's maps draw (embeddings.npz)
         for r in run_classifiers(cfg, task, x):
             rows.append({"extractor": name, "source": spec, "dim": int(x.shape[1]), **r,
                          "skipped": len(skipped) + len(task.unlabelled)})
@@ -155,7 +159,7 @@ def evaluate_encoders(cfg: ExperimentConfig, extractors: dict[str, str], run=Non
     if run is not None:
         run.write_json("results.json", results)
         run.write_text("results.md", markdown(results))
-        save_embeddings(run, task, sets, extractors)
+        save_embeddings(run, task, [c for s in sets.values() for c in s.clip_ids], keep, maps)
         for r in rows:
             run.log_metrics({"stage": "evaluate", "extractor": r["extractor"], "classifier": r["classifier"],
                              **{k: r[k] for k in ("mAP", "auc", "d_prime", "accuracy")}})

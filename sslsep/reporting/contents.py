@@ -42,17 +42,17 @@ class RunContents:
         return storage.join(self.path, *parts)
 
 
-def _read(contents: RunContents, name: str, parse, what: str):
-    """parse(bytes) of RUN_DIR/name, or None with a line in `missing`."""
-    uri = contents.uri(name)
+def _read(contents: RunContents, name: str, parse, what: str = ""):
+    """parse(bytes) of RUN_DIR/name (one request: no existence check first), or None with a line
+    in `missing`; with `what` empty, a file that is not there is optional and says nothing."""
     try:
-        if not storage.exists(uri):
+        return parse(storage.read_bytes(contents.uri(name)))
+    except FileNotFoundError:
+        if what:
             contents.missing.append(f"{name}: not written ({what})")
-            return None
-        return parse(storage.read_bytes(uri))
     except Exception as e:  # a damaged or older-layout file: say so, show the rest
         contents.missing.append(f"{name}: unreadable ({type(e).__name__}: {e})")
-        return None
+    return None
 
 
 def _lines(data: bytes) -> list[dict]:
@@ -88,24 +88,21 @@ def read_run(path: str) -> RunContents:
     root = _read(c, "metrics.jsonl", _lines, "no stage logged yet") or []
     c.separation = [m for m in root if m.get("stage") == "separation" and "step" in m]
     try:
-        files = sorted(storage.find(c.uri("pretrain"), [".jsonl"])) if storage.exists(c.uri("pretrain")) else []
+        files = storage.find(c.uri("pretrain"), ["/metrics.jsonl"])  # pretrain/<variant>[/seed-N]/
+    except FileNotFoundError:
+        files = []
     except Exception as e:
         files = []
         c.missing.append(f"pretrain/: unreadable ({e})")
     for f in files:
-        rel = storage.relpath(f, c.uri("pretrain"))
-        if not rel.endswith("metrics.jsonl"):
-            continue
-        variant = rel[:-len("/metrics.jsonl")] if "/" in rel else "model"
-        lines = [m for m in _read(c, storage.relpath(f, c.path), _lines, "") or [] if m.get("stage") == "pretrain"]
+        sub = storage.relpath(f, c.path)[:-len("/metrics.jsonl")]  # pretrain/<variant>[/seed-N]
+        variant = sub[len("pretrain/"):]
+        lines = [m for m in _read(c, f"{sub}/metrics.jsonl", _lines) or [] if m.get("stage") == "pretrain"]
         if lines:
             c.pretrain[variant] = lines
-        monitor = storage.join(f.rsplit("/", 1)[0], "monitor.json")
-        if storage.exists(monitor):
-            try:
-                c.monitor[variant] = json.loads(storage.read_bytes(monitor))
-            except Exception as e:
-                c.missing.append(f"{storage.relpath(monitor, c.path)}: unreadable ({e})")
+        monitor = _read(c, f"{sub}/monitor.json", json.loads)  # absent when the monitor never ran
+        if monitor is not None:
+            c.monitor[variant] = monitor
     alone = [m for m in root if m.get("stage") == "pretrain" and "variant" not in m and "step" in m]
     if not c.pretrain and alone:  # experiments/pretrain.py: one model, its lines in RUN_DIR/metrics.jsonl
         c.pretrain["model"] = alone

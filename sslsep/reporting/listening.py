@@ -19,6 +19,7 @@ import io
 import numpy as np
 
 from sslsep import figures
+from sslsep.audio import peak_normalised
 from sslsep.config import ExperimentConfig, replace, to_dict
 from sslsep.views.builders import active_channels, energy_db
 
@@ -29,11 +30,8 @@ def audio_uri(x: np.ndarray, sample_rate: int) -> str:
     """(T,) float -> data URI of an Ogg Vorbis file, peak-normalised to PEAK."""
     import soundfile as sf
 
-    x = np.asarray(x, np.float32)
-    peak = float(np.max(np.abs(x))) if x.size else 0.0
-    x = x * (PEAK / peak) if peak > 1e-9 else x
     buf = io.BytesIO()
-    sf.write(buf, x, sample_rate, format="OGG", subtype="VORBIS")
+    sf.write(buf, peak_normalised(x, PEAK), sample_rate, format="OGG", subtype="VORBIS")
     return "data:audio/ogg;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
@@ -74,7 +72,8 @@ def _tiles(items: list[tuple[str, np.ndarray, str]], cfg: ExperimentConfig) -> s
         _tile(t, audio_uri(x, cfg.audio.sample_rate), im, c) for (t, x, c), im in zip(items, images)) + "</div>"
 
 
-def _views_section(cfg: ExperimentConfig, registry: str, clips: list[dict]) -> str:
+def _views_section(cfg: ExperimentConfig, registry: str, clips: list[dict]) -> list[str]:
+    """Per clip, a row of tiles of the views the service draws for it in epoch 0."""
     from sslsep.views.service import SeparationAugmenter
 
     aug = SeparationAugmenter(registry, to_dict(replace(cfg, {"separation.registry": registry}, origin="report")))

@@ -215,10 +215,11 @@ def listen(core: torch.nn.Module, clips: torch.Tensor, run: RunDir, step: int, s
         est = core(clips.to(device)).float().cpu().numpy()  # (N, M, T)
     finally:
         core.train(was)
+    tags = {}
     for i, (mix, channels) in enumerate(zip(clips.numpy(), est)):
-        run.events.audio(f"separation/clip{i}/mixture", mix, sample_rate, step)
-        for c, x in enumerate(channels):
-            run.events.audio(f"separation/clip{i}/channel{c}", x, sample_rate, step)
+        tags[f"separation/clip{i}/mixture"] = mix
+        tags.update({f"separation/clip{i}/channel{c}": x for c, x in enumerate(channels)})
+    run.events.audio(tags, sample_rate, step)
 
 
 # --------------------------------------------------------------------------- driver
