@@ -99,11 +99,30 @@ class SynthConfig:
     gain_db: list[float] = _f([-12.0, 0.0], help="per-event gain range [low, high] in dB")
 
 
+SOURCE_KINDS = ("auto", "synthetic", "folder", "parquet")
+
+
+@dataclass
+class SourceConfig:
+    """One corpus of a run that reads several (`data.sources`): the mix is streamed as one
+    (sslsep.data.sources.MixSource); each entry is also an evaluation task when it has labels."""
+    path: str = _f("", help="folder or shard prefix, local or s3://; '' = the synthetic scenes (data.synth)")
+    kind: str = _f("auto", choices=SOURCE_KINDS, help="as data.source")
+    name: str = _f("", help="what reports, accounting and the task call it; '' = the folder's name "
+                   "(or 'synthetic')")
+    weight: float = _f(1.0, min=0.01, max=100.0, help="passes over this source per pass over the mix: 1 = each "
+                       "clip once, 2 = twice, 0.5 = half its clips (another half the next pass)")
+    labels_csv: str = _f("", help="as data.labels_csv, for this source")
+    class_index_csv: str = _f("", help="as data.class_index_csv, for this source")
+    max_clips: int = _f(0, min=0, help="as data.max_clips, for this source")
+
+
 @dataclass
 class DataConfig:
-    """Where clips come from. `source` auto picks from `path`: empty -> synthetic,
-    a folder of .parquet shards -> parquet, any other folder -> folder."""
-    source: str = _f("auto", choices=("auto", "synthetic", "folder", "parquet"))
+    """Where clips come from: one source (`source`, `path`, ...), or several (`sources`; then
+    `path` stays empty). `source` auto picks from `path`: empty -> synthetic, a folder of
+    .parquet shards -> parquet, any other folder -> folder."""
+    source: str = _f("auto", choices=SOURCE_KINDS)
     path: str = _f("", help="folder or shard prefix, local or s3://")
     labels_csv: str = _f("", help="labels CSV; default: metadata.csv / labels.csv / *segments*.csv in the folder")
     class_index_csv: str = _f("", help="AudioSet class_labels_indices.csv (mid -> display name)")
@@ -122,7 +141,33 @@ class DataConfig:
                     "`check_clips` clips in hash order of their ids (a pre-flight: start-up independent of the corpus "
                     "size; the whole corpus when it is smaller), full = stream and decode every clip once")
     check_clips: int = _f(2000, min=1, help="clips the sampled data check decodes")
+    sources: list[SourceConfig] = _f([], help="several corpora in one stream (`--data` given more than once); "
+                                     "[] = the one source of `source` / `path`")
     synth: SynthConfig = field(default_factory=SynthConfig)
+
+
+def source_entries(data: DataConfig) -> list[tuple[str, float, DataConfig]]:
+    """The run's sources as (name, weight, a one-source DataConfig) each: the entries of
+    `data.sources`, or the one source of `data.path` (weight 1). Names are unique (a rule of
+    the config)."""
+    if not data.sources:
+        return [(source_name(data.path, data.source), 1.0, data)]
+    out = []
+    for entry in data.sources:
+        one = copy.deepcopy(data)
+        one.sources = []
+        one.source, one.path, one.labels_csv = entry.kind, entry.path, entry.labels_csv
+        one.class_index_csv, one.max_clips = entry.class_index_csv, entry.max_clips
+        out.append((entry.name or source_name(entry.path, entry.kind), entry.weight, one))
+    return out
+
+
+def source_name(path: str, kind: str = "auto") -> str:
+    """The default name of a source: its folder's (or shard file's) name, or 'synthetic'."""
+    if not path or kind == "synthetic":
+        return "synthetic"
+    name = path.rstrip("/").rsplit("/", 1)[-1]
+    return name[:-len(".parquet")] if name.endswith(".parquet") else name
 
 
 @dataclass
@@ -251,6 +296,19 @@ CLASSIFIERS = ("linear", "mlp")  # sslsep.evaluation.classifiers.KINDS
 
 
 @dataclass
+class TaskConfig:
+    """A labelled task judged beside the run's own sources (`evaluation.tasks`): it need not be
+    pretrained on. Its protocol follows from its data: its own folds (leave one out), grouped
+    k-fold over a single fold, or the synthetic protocol for `path: ''`."""
+    path: str = _f("", help="labelled folder or shard prefix, local or s3://; '' = the synthetic scenes")
+    kind: str = _f("auto", choices=SOURCE_KINDS, help="as data.source")
+    name: str = _f("", help="the task's name in the suite; '' = the folder's name (or 'synthetic')")
+    labels_csv: str = _f("", help="as data.labels_csv")
+    class_index_csv: str = _f("", help="as data.class_index_csv")
+    max_clips: int = _f(0, min=0, help="as data.max_clips")
+
+
+@dataclass
 class EvaluationConfig:
     """Shallow evaluation of frozen embeddings (sslsep.evaluation): linear / one-hidden-layer
     classifiers on labelled clips; mAP, ROC AUC, d' and (single-label) accuracy."""
@@ -301,6 +359,10 @@ class EvaluationConfig:
     torch_threads: int = _f(1, min=1, help="torch threads per embedding actor (Ray path)")
     resources: dict[str, float] = _f({}, help="custom Ray resources each embedding actor also holds (pins them "
                                      "to the nodes that offer them, as augment.resources does)")
+    source_tasks: bool = _f(True, help="every labelled source of the run (data.path or each of data.sources) is a "
+                            "task; false: only `tasks` (and the audioset protocol's train/eval CSVs)")
+    tasks: list[TaskConfig] = _f([], help="more labelled tasks, judged with the run's sources (a suite: a table per "
+                                 "task, each extractor's mean over tasks, one paired verdict pooled over them)")
 
 
 CONTROLS = ("mixture-only", "channels-only", "mixture-channel", "sim-only", "coinc-only")
@@ -375,6 +437,14 @@ def _coerce(value: Any, tp: Any, key: str, origin: str) -> Any:
         (item_tp,) = typing.get_args(tp)
         if not isinstance(value, (list, tuple)):
             raise bad(f"a list of {getattr(item_tp, '__name__', item_tp)}")
+        if _is_dataclass_type(item_tp):  # a list of structured entries: each checked as a section
+            out = []
+            for i, v in enumerate(value):
+                entry = copy.deepcopy(v) if isinstance(v, item_tp) else item_tp()
+                if not isinstance(v, item_tp):
+                    _update(entry, v, f"{key}[{i}].", origin)
+                out.append(entry)
+            return out
         return [_coerce(v, item_tp, f"{key}[{i}]", origin) for i, v in enumerate(value)]
     if base is dict:
         if not isinstance(value, dict):
@@ -444,7 +514,11 @@ def _update(obj: Any, values: dict, prefix: str, origin: str) -> None:
 
 
 def _synthetic_data(data: DataConfig) -> bool:
-    """The source is the embedded synthetic scenes (what `data.source: auto` picks without a path)."""
+    """The source is the embedded synthetic scenes alone (what `data.source: auto` picks without
+    a path or sources)."""
+    if data.sources:
+        return all(e.kind == "synthetic" or (e.kind == "auto" and not e.path) for e in data.sources) \
+            and len(data.sources) == 1
     return data.source == "synthetic" or (data.source == "auto" and not data.path)
 
 
@@ -468,7 +542,26 @@ def _validate(cfg: ExperimentConfig, origin: str) -> None:
     _validate_evaluation(cfg, origin)
 
 
+def _validate_sources(cfg: ExperimentConfig, origin: str) -> None:
+    d = cfg.data
+    if d.sources and (d.path or d.source != "auto"):
+        raise ConfigError(f"{origin}: key 'data.sources' names the sources, so 'data.path' ({d.path!r}) and "
+                          f"'data.source' ({d.source!r}) must be left empty / auto (give every source as an entry)")
+    for section, entries in (("data.sources", d.sources), ("evaluation.tasks", cfg.evaluation.tasks)):
+        seen: dict[str, int] = {}
+        for i, e in enumerate(entries):
+            if e.kind in ("folder", "parquet") and not e.path:
+                raise ConfigError(f"{origin}: key '{section}[{i}].kind' is {e.kind!r} but '{section}[{i}].path' "
+                                  f"is empty")
+            name = e.name or source_name(e.path, e.kind)
+            if name in seen:
+                raise ConfigError(f"{origin}: '{section}[{i}]' and '{section}[{seen[name]}]' are both named "
+                                  f"{name!r}; give one a 'name'")
+            seen[name] = i
+
+
 def _validate_data(cfg: ExperimentConfig, origin: str) -> None:
+    _validate_sources(cfg, origin)
     d, a = cfg.data, cfg.audio
     if d.source in ("folder", "parquet") and not d.path:
         raise ConfigError(f"{origin}: key 'data.source' is {d.source!r} but 'data.path' is empty")
@@ -585,8 +678,9 @@ def _apply_overrides(cfg: ExperimentConfig, overrides: typing.Sequence[str], ori
 
 
 def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] = (),
-                data: str | None = None) -> ExperimentConfig:
-    """Defaults <- YAML file <- `--set` overrides <- `--data` (a shortcut for data.path)."""
+                data: str | typing.Sequence[str] | None = None) -> ExperimentConfig:
+    """Defaults <- YAML file <- `--set` overrides <- `--data` (a shortcut: one path sets
+    data.path, several set data.sources, one entry each with weight 1)."""
     cfg = ExperimentConfig()
     if path is not None:
         origin = str(path)
@@ -600,10 +694,16 @@ def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] 
             raise ConfigError(f"{origin}: not valid YAML ({e})") from None
         _update(cfg, values, "", origin)
     _apply_overrides(cfg, overrides)
-    if data is not None:
-        cfg.data.path = data
-        if cfg.data.source == "synthetic":
-            cfg.data.source = "auto"
+    if isinstance(data, str):
+        data = [data]
+    if data:
+        cfg.data.source, cfg.data.path, cfg.data.sources = "auto", "", []
+        if len(data) == 1:
+            cfg.data.path = data[0]
+        else:
+            cfg.data.sources = [SourceConfig(path=p) for p in data]
+    else:
+        data = None
     # cross-key rules once, on the whole config: a file may rely on --set to complete it
     parts = ([str(path)] if path is not None else []) + (["--set"] if overrides else []) + \
         (["--data"] if data is not None else [])
@@ -618,15 +718,26 @@ PATH_KEYS = ("data.path", "data.labels_csv", "data.class_index_csv", "separation
              "evaluation.train_path", "evaluation.train_csv", "evaluation.eval_path", "evaluation.eval_csv")
 
 
-def _absolute_paths(cfg: ExperimentConfig, keys: typing.Iterable[str] = PATH_KEYS) -> None:
+ENTRY_PATH_KEYS = ("path", "labels_csv", "class_index_csv")  # of each data.sources / evaluation.tasks entry
+
+
+def _absolute(value: str) -> str:
+    return str(Path(value).resolve()) if value and "://" not in value and not Path(value).is_absolute() else value
+
+
+def _absolute_paths(cfg: ExperimentConfig, keys: typing.Iterable[str] = PATH_KEYS + ("data.sources",
+                                                                                       "evaluation.tasks")) -> None:
     for key in keys:
+        if key in ("data.sources", "evaluation.tasks"):
+            for entry in cfg.data.sources if key == "data.sources" else cfg.evaluation.tasks:
+                for name in ENTRY_PATH_KEYS:
+                    setattr(entry, name, _absolute(getattr(entry, name)))
+            continue
         *sections, name = key.split(".")
         obj = cfg
         for section in sections:
             obj = getattr(obj, section)
-        value = getattr(obj, name)
-        if value and "://" not in value and not Path(value).is_absolute():
-            setattr(obj, name, str(Path(value).resolve()))
+        setattr(obj, name, _absolute(getattr(obj, name)))
 
 
 def to_dict(cfg: Any) -> dict:
@@ -665,7 +776,8 @@ def replace(cfg: ExperimentConfig, values: typing.Mapping[str, Any], origin: str
     out = copy.deepcopy(cfg)
     _apply(out, values, origin)
     _validate(out, origin)
-    _absolute_paths(out, [p for p in PATH_KEYS if any(p == k or p.startswith(f"{k}.") for k in values)])
+    _absolute_paths(out, [p for p in PATH_KEYS + ("data.sources", "evaluation.tasks")
+                          if any(p == k or p.startswith(f"{k}.") for k in values)])
     return out
 
 

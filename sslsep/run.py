@@ -35,7 +35,9 @@ def add_run_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override one config key, e.g. --set audio.sample_rate=22050 (repeatable)")
     parser.add_argument("--out", help="run directory, local or s3:// (default: runs/<name>-<stage>-<hash>)")
-    parser.add_argument("--data", help="folder of audio or Parquet shards, local or s3://; replaces data.path")
+    parser.add_argument("--data", action="append", metavar="PATH_OR_URI",
+                        help="folder of audio or Parquet shards, local or s3://; replaces data.path. Repeatable: "
+                             "several corpora in one stream (data.sources, weight 1 each)")
     return parser
 
 
