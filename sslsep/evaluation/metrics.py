@@ -1,6 +1,8 @@
-"""Scores of a shallow classifier: mAP, macro ROC AUC, d', accuracy. Pure numpy.
+"""Scores of a shallow classifier: mAP, macro ROC AUC, d', accuracy.
 
-Conventions (AudioSet papers, and the paper this project reproduces):
+Per-class AP and ROC AUC are scikit-learn's (``average_precision_score``, ``roc_auc_score``);
+this module adds the conventions around them (AudioSet papers, and the paper this project
+reproduces):
 
 * ``targets (N, C)`` are 0/1, ``scores (N, C)`` any real numbers where larger means "more
   likely present".
@@ -20,49 +22,29 @@ import math
 from statistics import NormalDist
 
 import numpy as np
+from sklearn.metrics import average_precision_score, roc_auc_score
 
 AUC_CLIP = 1e-6
 
 
 def average_precision(target: np.ndarray, score: np.ndarray) -> float:
-    """(N,) 0/1 and (N,) scores -> AP = sum_k (R_k - R_{k-1}) P_k over distinct thresholds;
-    nan when there is no positive."""
-    target = np.asarray(target, dtype=np.float64).ravel()
+    """(N,) 0/1 and (N,) scores -> AP (scikit-learn's ``average_precision_score``: sum over
+    distinct thresholds of (R_k - R_{k-1}) P_k); nan when there is no positive."""
+    target = np.asarray(target, dtype=np.float64).ravel() > 0.5
     score = np.asarray(score, dtype=np.float64).ravel()
-    n_pos = target.sum()
-    if n_pos == 0:
+    if not target.any():
         return float("nan")
-    order = np.argsort(-score, kind="mergesort")
-    s, t = score[order], target[order]
-    last = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]  # last index of each group of tied scores
-    tp = np.cumsum(t)[last]
-    precision = tp / (last + 1)
-    recall = tp / n_pos
-    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
-
-
-def _midranks(x: np.ndarray) -> np.ndarray:
-    """1-based ranks with ties sharing their average rank."""
-    order = np.argsort(x, kind="mergesort")
-    xs = x[order]
-    starts = np.r_[0, np.flatnonzero(np.diff(xs)) + 1]
-    ends = np.r_[starts[1:], len(xs)]
-    avg = (starts + ends + 1) / 2.0  # mean of ranks starts+1 .. ends
-    ranks = np.empty(len(x))
-    ranks[order] = np.repeat(avg, ends - starts)
-    return ranks
+    return float(average_precision_score(target, score))
 
 
 def roc_auc(target: np.ndarray, score: np.ndarray) -> float:
-    """(N,) 0/1 and (N,) scores -> ROC AUC (Mann-Whitney U / (P N)); nan unless both
-    positives and negatives are present."""
+    """(N,) 0/1 and (N,) scores -> ROC AUC (scikit-learn's ``roc_auc_score``, ties count one
+    half); nan unless both positives and negatives are present."""
     target = np.asarray(target, dtype=np.float64).ravel() > 0.5
     score = np.asarray(score, dtype=np.float64).ravel()
-    n_pos, n_neg = int(target.sum()), int((~target).sum())
-    if n_pos == 0 or n_neg == 0:
+    if target.all() or not target.any():
         return float("nan")
-    ranks = _midranks(score)
-    return float((ranks[target].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+    return float(roc_auc_score(target, score))
 
 
 def _check(targets: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
