@@ -51,10 +51,10 @@ def cmd_pack(args) -> None:
 
 
 def cmd_check(args) -> None:
-    from sslsep.data.sources import folder_items, iter_clips, report_from_rows, resolve_source
+    from sslsep.data.sources import iter_clips, open_source, report_from_rows
 
     cfg = load_config(args.config, args.overrides, args.path)
-    problems = folder_items(cfg.data)[1] if resolve_source(cfg.data) == "folder" else []
+    problems = open_source(cfg.data).listed()[1]
     report = report_from_rows(iter_clips(cfg.data, cfg.audio), problems)
     print(json.dumps(report.to_dict()) if args.json else report.summary())
 

@@ -10,6 +10,7 @@ import torch
 
 from sslsep.config import load_config
 from sslsep.data import pack, sources
+from sslsep.data import rows as rows_mod
 from sslsep.data.sources import held_out_rows, is_held_out, iter_clips
 from sslsep.separation.train import validation_set
 
@@ -46,13 +47,13 @@ def corpus(tmp_path_factory):
 def counting_decodes(monkeypatch):
     """Count the clips `sources` decodes (the real decoder still runs)."""
     calls = []
-    real = sources.decode_row
+    real = rows_mod.decode_row
 
     def decode_row(data, clip_id, *a, **k):
         calls.append(clip_id)
         return real(data, clip_id, *a, **k)
 
-    monkeypatch.setattr(sources, "decode_row", decode_row)
+    monkeypatch.setattr(rows_mod, "decode_row", decode_row)
     return calls
 
 

@@ -1,60 +1,204 @@
-"""Clip sources: synthetic scenes, a folder of audio (+ labels CSV), Parquet shards.
+"""Clip sources: synthetic scenes, a folder of audio (+ labels CSV), Parquet shards, and a mix
+of any of them (`data.sources`), behind one small interface:
 
-Each source is available two ways that yield the same rows:
+    listed()                     how many clips, from metadata alone (+ label problems)
+    rows(audio, split=...)       read: every clip, in process
+    hash_sample(audio, n, ...)   the first n clips in hash order of their ids, reading only those
+    pass_items(split=...)        one pass as work items (a file, a scene, a shard), JSON-able
+    read_item(item, audio, ...)  the rows of one item (in a Ray task)
+
+`open_source(data)` gives a DataConfig's source; the mix (`MixSource`) is one more source.
+The public functions below take a DataConfig and yield the same rows two ways:
 - `clip_dataset(cfg)`: a streaming ``ray.data.Dataset`` (decode runs in Ray tasks);
 - `iter_clips(cfg)`: a plain in-process generator (debugging, world size 1, baselines).
 
 A clip row is ``{clip_id, audio float32[T], sample_rate, labels list[str], fold, group,
-status, detail}``. Every input becomes exactly one row: skipped inputs keep their row with
-``status`` naming the reason and silent audio, so that clips in = clips accounted for
-out. Consumers keep rows with ``status in KEEP_STATUSES`` (see `usable`) and count the
-rest; `DecodeReport.from_rows` turns the status columns into a report.
+source, status, detail}`` (sslsep.data.rows). Every input becomes exactly one row: skipped
+inputs keep their row with ``status`` naming the reason and silent audio, so that clips in =
+clips accounted for out, per source. Consumers keep rows with ``status in KEEP_STATUSES``
+(see `usable`) and count the rest; `report_from_rows` turns the status columns into a report.
 """
 
 from __future__ import annotations
 
-import itertools
+import json
 import math
-import zlib
-from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterator, Protocol
 
 import numpy as np
 
 from sslsep import storage
-from sslsep.audio import KEEP_STATUSES, DecodeReport, decode_clip
-from sslsep.config import AudioConfig, DataConfig
-from sslsep.data import labels as labels_mod
+from sslsep.audio import KEEP_STATUSES, DecodeReport  # noqa: F401  (KEEP_STATUSES: re-exported)
+from sslsep.config import VAL_SEED_OFFSET, AudioConfig, DataConfig, source_entries
+from sslsep.data import rows as R
+from sslsep.data.folder import FolderItem, FolderSource, folder_items  # noqa: F401  (re-exported)
+from sslsep.data.rows import decode_row, is_held_out, object_column  # noqa: F401  (re-exported)
+from sslsep.data.shards import (SHARD_GLOB_EXT, ParquetSource, check_shards, shard_uris,  # noqa: F401
+                                shard_batch_rows as _shard_batch_rows)
 
-SHARD_COLUMNS = ("clip_id", "audio_bytes", "labels")   # the minimum a shard must hold
-SHARD_GLOB_EXT = (".parquet",)
-
-
-@dataclass
-class FolderItem:
-    uri: str
-    clip_id: str
-    labels: list[str]
-    fold: int = -1
-    group: str = ""
+_stack = R.stack
 
 
-def is_held_out(clip_id: str, group: str, fraction: float) -> bool:
-    """Deterministic train/validation split by recording group (e.g. UrbanSound8K's fsID),
-    or by clip when there is no group: all clips of one recording land on one side."""
-    key = group or clip_id
-    return zlib.crc32(key.encode()) % 10000 < round(fraction * 10000)
+class Source(Protocol):
+    name: str
+    kind: str
+    items_per_block: int    # work items per Ray read task
+
+    def listed(self) -> tuple[int, list[tuple[str, str, str]]]: ...
+    def rows(self, audio: AudioConfig, *, split=None, val_fraction=0.0, with_stems=False) -> Iterator[dict]: ...
+    def hash_sample(self, audio: AudioConfig, count: int, *, split=None, val_fraction=0.0,
+                    only_ok=False) -> list[dict]: ...
+    def pass_items(self, split=None, val_fraction=0.0) -> list[dict]: ...
+    def read_item(self, item: dict, audio: AudioConfig, split=None, val_fraction=0.0,
+                  with_stems=False) -> Iterator[dict]: ...
 
 
-def _in_split(clip_id: str, group: str, split: str | None, fraction: float) -> bool:
-    return split is None or is_held_out(clip_id, group, fraction) == (split == "val")
+# --------------------------------------------------------------------------- synthetic
+
+class SyntheticSource:
+    """The embedded scenes (sslsep.data.synthetic): item i is scene i of `data.synth.seed`,
+    made on demand. Scenes have no recording split: the 'val' side is the scenes of seed +
+    VAL_SEED_OFFSET (what separation validates on), the other side the configured seed."""
+    kind = "synthetic"
+    items_per_block = 16
+
+    def __init__(self, name: str, cfg: DataConfig):
+        self.name, self.cfg = name, cfg
+
+    def _seed(self, split) -> int:
+        return self.cfg.synth.seed + (VAL_SEED_OFFSET if split == "val" else 0)
+
+    def listed(self) -> tuple[int, list]:
+        return self.cfg.synth.num_clips, []
+
+    def _row(self, index: int, audio: AudioConfig, seed: int, with_stems: bool) -> dict:
+        from sslsep.data.synthetic import generate_scene
+
+        s = self.cfg.synth
+        scene = generate_scene(int(index), seed=seed, sample_rate=audio.sample_rate,
+                               num_samples=audio.num_samples, min_events=s.min_events,
+                               max_events=s.max_events, gain_db=tuple(s.gain_db))
+        row = R.make_row(scene.clip_id, scene.audio, audio.sample_rate, scene.labels, -1, scene.context,
+                         "ok", "", self.name)
+        if with_stems:
+            stems = np.zeros((s.max_events, audio.num_samples), np.float32)  # (max_events, T), zero rows pad
+            stems[:len(scene.stems)] = scene.stems
+            row["stems"], row["num_events"] = stems, len(scene.stems)
+        return row
+
+    def rows(self, audio: AudioConfig, *, split=None, val_fraction=0.0, with_stems=False) -> Iterator[dict]:
+        for i in range(self.cfg.synth.num_clips):
+            yield self._row(i, audio, self._seed(split), with_stems)
+
+    def hash_sample(self, audio: AudioConfig, count: int, *, split=None, val_fraction=0.0,
+                    only_ok=False) -> list[dict]:
+        from sslsep.data.synthetic import scene_id
+
+        seed = self._seed(split)
+        order = sorted(range(self.cfg.synth.num_clips), key=lambda i: R.hash_key(scene_id(seed, i)))
+        return [self._row(i, audio, seed, False) for i in order[:count]]  # scenes are always "ok"
+
+    def pass_items(self, split=None, val_fraction=0.0) -> list[dict]:
+        return [{"index": i} for i in range(self.cfg.synth.num_clips)]
+
+    def read_item(self, item: dict, audio: AudioConfig, split=None, val_fraction=0.0,
+                  with_stems=False) -> Iterator[dict]:
+        yield self._row(item["index"], audio, self._seed(split), with_stems)
 
 
-def resolve_source(cfg: DataConfig) -> str:
+# --------------------------------------------------------------------------- the mix
+
+class MixSource:
+    """Several sources as one. A pass over the mix takes `weight` x (one pass of the source's
+    items) from each source: 1 = each item once, 2 = twice (two passes of that source, each in
+    its own order), 0.5 = half of them (the other half in the next pass of the mix). Rows keep
+    their source's name, and `epoch` is the pass over *their* source (views are seeded by it),
+    so a clip seen twice in a pass of the mix gets different views. Within a pass the items of
+    all sources are interleaved: in a drawn order when shuffled, else evenly by position.
+    Clip ids become `<source>:<id>`, unique across sources that reuse file names."""
+    kind = "mix"
+
+    def __init__(self, children: list[tuple[object, float]]):
+        self.children = children                      # [(Source, weight)]
+        self.by_name = {c.name: c for c, _ in children}
+        self.name = "+".join(self.by_name)
+        self.items_per_block = min(c.items_per_block for c, _ in children)
+
+    def _named(self, child, what: str, fn):
+        """fn(); an error names the source it came from."""
+        try:
+            return fn()
+        except (OSError, ValueError) as e:
+            raise type(e)(f"source {child.name!r} ({what}): {e}") from e
+
+    def _each(self, what: str, fn) -> list:
+        return [self._named(child, what, lambda c=child: fn(c)) for child, _ in self.children]
+
+    def listed(self) -> tuple[int, list]:
+        got = self._each("listing", lambda c: c.listed())
+        return sum(n for n, _ in got), [p for _, ps in got for p in ps]
+
+    def listed_by_source(self) -> dict[str, int]:
+        return {c.name: n for (c, _), (n, _) in zip(self.children, self._each("listing", lambda c: c.listed()))}
+
+    @staticmethod
+    def _tag(row: dict) -> dict:
+        row["clip_id"] = f"{row['source']}:{row['clip_id']}"
+        return row
+
+    def rows(self, audio: AudioConfig, *, split=None, val_fraction=0.0, with_stems=False) -> Iterator[dict]:
+        for child, _ in self.children:  # every clip of every source once (weights shape the stream only)
+            for row in child.rows(audio, split=split, val_fraction=val_fraction, with_stems=with_stems):
+                yield self._tag(row)
+
+    def shares(self, count: int) -> list[int]:
+        """`count` split over the sources in proportion to their clips (at least 1 each)."""
+        sizes = [n for n, _ in self._each("listing", lambda c: c.listed())]
+        total = max(1, sum(sizes))
+        return [max(1, round(count * n / total)) for n in sizes]
+
+    def hash_sample(self, audio: AudioConfig, count: int, *, split=None, val_fraction=0.0,
+                    only_ok=False) -> list[dict]:
+        """Each source's share (`shares`) of its own hash sample, merged in hash order."""
+        got = []
+        for (child, _), n in zip(self.children, self.shares(count)):
+            got += self._named(child, "hash sample", lambda c=child, n=n: c.hash_sample(
+                audio, n, split=split, val_fraction=val_fraction, only_ok=only_ok))
+        got = [self._tag(r) for r in got]
+        return sorted(got, key=lambda r: (R.hash_key(r["clip_id"]), r["clip_id"]))[:count]
+
+    def pass_items(self, split=None, val_fraction=0.0) -> list[dict]:
+        return [{"source": c.name, "item": it} for c, _ in self.children
+                for it in c.pass_items(split, val_fraction)]
+
+    def read_item(self, item: dict, audio: AudioConfig, split=None, val_fraction=0.0,
+                  with_stems=False) -> Iterator[dict]:
+        for row in self.by_name[item["source"]].read_item(item["item"], audio, split, val_fraction, with_stems):
+            yield self._tag(row)
+
+    def clips_per_pass(self) -> float:
+        sizes = self.listed_by_source()
+        return sum(sizes[c.name] * w for c, w in self.children)
+
+
+def open_source(data: DataConfig):
+    """The source a DataConfig names: one of `data.path` (kind from `data.source`), or the mix
+    of `data.sources`. A source that is missing or of no known kind is an error naming it."""
+    entries = source_entries(data)
+    opened = []
+    for i, (name, weight, one) in enumerate(entries):
+        where = f"data.sources[{i}] ({name})" if data.sources else "data.path"
+        kind = _resolve_kind(one, where)
+        opened.append(({"synthetic": SyntheticSource, "folder": FolderSource,
+                        "parquet": ParquetSource}[kind](name, one), weight))
+    return opened[0][0] if not data.sources else MixSource(opened)
+
+
+def _resolve_kind(cfg: DataConfig, where: str) -> str:
     """'auto' -> synthetic | folder | parquet, from what `path` holds."""
     if cfg.source != "auto":
         if cfg.source != "synthetic" and not cfg.path:
-            raise ValueError(f"data.source={cfg.source} needs data.path")
+            raise ValueError(f"{where}: kind {cfg.source} needs a path")
         return cfg.source
     if not cfg.path:
         return "synthetic"
@@ -62,245 +206,28 @@ def resolve_source(cfg: DataConfig) -> str:
         return "parquet"
     fs, path = storage.get_fs(cfg.path)
     if not fs.exists(path):
-        raise FileNotFoundError(f"data.path {cfg.path}: no such file or folder")
+        raise FileNotFoundError(f"{where} {cfg.path}: no such file or folder")
     return "parquet" if storage.find(cfg.path, SHARD_GLOB_EXT) else "folder"
 
 
-# --------------------------------------------------------------------------- rows
-
-def _row(clip_id: str, audio: np.ndarray, rate: int, labels, fold: int, group: str,
-         status: str, detail: str) -> dict:
-    return {"clip_id": clip_id, "audio": audio, "sample_rate": rate, "labels": list(labels),
-            "fold": int(fold), "group": group, "status": status, "detail": detail}
+def resolve_source(cfg: DataConfig) -> str:
+    """synthetic | folder | parquet | mix: the kind of the configured source."""
+    return open_source(cfg).kind
 
 
-def decode_row(data: bytes, clip_id: str, labels, fold: int, group: str, audio: AudioConfig) -> dict:
-    d = decode_clip(data, audio, key=clip_id)
-    clip = d.audio if d.audio is not None else np.zeros(audio.num_samples, np.float32)
-    return _row(clip_id, clip, audio.sample_rate, labels, fold, group, d.status, d.detail)
-
-
-def _read_or_skip(item: FolderItem, audio: AudioConfig) -> dict:
-    try:
-        data = storage.read_bytes(item.uri)
-    except OSError as e:
-        return _row(item.clip_id, np.zeros(audio.num_samples, np.float32), audio.sample_rate,
-                    item.labels, item.fold, item.group, "unreadable", f"cannot open: {e}")
-    return decode_row(data, item.clip_id, item.labels, item.fold, item.group, audio)
-
-
-def _stack(rows: list[dict]) -> dict:
-    """list of rows -> a columnar numpy batch (audio stacked to (B, T))."""
-    out = {k: np.array([r[k] for r in rows]) for k in rows[0] if k not in ("audio", "stems", "labels")}
-    out["audio"] = np.stack([r["audio"] for r in rows])  # (B, T)
-    if "stems" in rows[0]:
-        out["stems"] = np.stack([r["stems"] for r in rows])  # (B, max_events, T)
-    out["labels"] = object_column([r["labels"] for r in rows])
-    return out
-
-
-def object_column(lists) -> np.ndarray:
-    """A (B,) object array of Python lists: Ray Data stores it as list<...>, where a 2-D
-    string array would become a fixed-width tensor that breaks between batches."""
-    col = np.empty(len(lists), dtype=object)
-    for i, x in enumerate(lists):  # element-wise: numpy would otherwise build a 2-D array
-        col[i] = list(x)
-    return col
-
-
-def _empty_batch(audio: AudioConfig) -> dict:  # (no epoch: callers add it)
-    return {"clip_id": np.array([], dtype=object), "audio": np.zeros((0, audio.num_samples), np.float32),
-            "sample_rate": np.array([], np.int64), "labels": np.array([], dtype=object),
-            "fold": np.array([], np.int64), "group": np.array([], dtype=object),
-            "status": np.array([], dtype=object), "detail": np.array([], dtype=object)}
-
-
-# --------------------------------------------------------------------------- folder
-
-def folder_items(cfg: DataConfig, split: str | None = None, val_fraction: float = 0.0
-                 ) -> tuple[list[FolderItem], list[tuple[str, str, str]], list[str]]:
-    """List the audio of a folder with its labels -> (items, problems, classes).
-    `split` ('train' | 'val') keeps one side of the `is_held_out` split."""
-    files = storage.find(cfg.path, cfg.extensions)
-    if not files:
-        raise FileNotFoundError(f"{cfg.path}: no audio files with extensions {cfg.extensions}")
-    rel = [storage.relpath(f, cfg.path) for f in files]
-    csv_uri = labels_mod.find_labels_csv(cfg.path, cfg.labels_csv)
-    table = (labels_mod.parse_labels(csv_uri, rel, cfg.class_index_csv) if csv_uri
-             else labels_mod.LabelTable({}, []))
-    items = []
-    for uri, r in zip(files, rel):
-        meta = table.lookup(r) or labels_mod.ClipMeta([])
-        if _in_split(r, meta.group, split, val_fraction):
-            items.append(FolderItem(uri, r, meta.labels, meta.fold, meta.group))
-    if cfg.max_clips:
-        items = items[:cfg.max_clips]
-    return items, table.problems, table.classes
-
-
-# --------------------------------------------------------------------------- parquet
-
-SHARD_READ_ROWS = 64  # rows per record batch read from a shard
-
-
-def shard_uris(uri: str) -> list[str]:
-    if uri.endswith(".parquet"):
-        return [uri]
-    shards = storage.find(uri, SHARD_GLOB_EXT)
-    if not shards:
-        raise FileNotFoundError(f"{uri}: no .parquet shards")
-    return shards
-
-
-_CHECKED: dict[tuple[str, ...], list[int]] = {}  # shards checked in this process -> rows of each
-
-
-def check_shards(uris: list[str]) -> int:
-    """Read every shard's footer; a shard without the clip columns is an error naming it.
-    Returns the shards' rows (from the same footers). Once per list of shards and process:
-    the data stage, the validation set and the training stream all ask."""
-    return sum(shard_rows(uris))
-
-
-def shard_rows(uris: list[str]) -> list[int]:
-    """The rows of each shard, from the footers `check_shards` reads (once per process)."""
-    key = tuple(uris)
-    if key not in _CHECKED:
-        _CHECKED[key] = _check_footers(uris)
-    return _CHECKED[key]
-
-
-def _check_footers(uris: list[str]) -> list[int]:
-    import pyarrow.parquet as pq
-    from concurrent.futures import ThreadPoolExecutor
-
-    def footer(u: str):
-        fs, path = storage.pyarrow_fs(u)
-        try:
-            return pq.read_metadata(path, filesystem=fs)
-        except Exception as e:
-            raise ValueError(f"{u}: not a readable Parquet shard ({e})") from None
-
-    rows = []
-    with ThreadPoolExecutor(8) as pool:
-        for u, meta in zip(uris, pool.map(footer, uris)):
-            rows.append(meta.num_rows)
-            s = meta.schema.to_arrow_schema()
-            missing = [c for c in SHARD_COLUMNS if c not in s.names]
-            if missing:
-                raise ValueError(f"{u}: Parquet shard lacks column(s) {missing}; has {s.names}. "
-                                 f"Write shards with `sslsep data pack`.")
-            wrong = _wrong_shard_types(s)
-            if wrong:
-                raise ValueError(f"{u}: Parquet shard column(s) of the wrong type: {'; '.join(wrong)}. "
-                                 f"Write shards with `sslsep data pack`.")
-    return rows
-
-
-def _wrong_shard_types(schema) -> list[str]:
-    """Clip columns whose Arrow type the decoder cannot use (a string `labels` column would
-    otherwise become a list of characters)."""
-    import pyarrow.types as t
-
-    def text(x):
-        return t.is_string(x) or t.is_large_string(x)
-
-    def text_list(x):
-        return (t.is_list(x) or t.is_large_list(x)) and (text(x.value_type) or t.is_null(x.value_type))
-
-    wanted = {"clip_id": ("string", text),
-              "audio_bytes": ("binary", lambda x: t.is_binary(x) or t.is_large_binary(x)),
-              "labels": ("list<string>", lambda x: t.is_null(x) or text_list(x)),
-              "fold": ("integer", lambda x: t.is_null(x) or t.is_integer(x)),
-              "group": ("string", lambda x: t.is_null(x) or text(x))}
-    return [f"{c} is {schema.field(c).type}, expected {want}" for c, (want, ok) in wanted.items()
-            if c in schema.names and not ok(schema.field(c).type)]
-
-
-def _null(v) -> bool:
-    return v is None or (isinstance(v, float) and v != v)
-
-
-def _shard_fields(batch: dict, i: int) -> tuple[str, list[str], int, str]:
-    """Row i's (clip_id, labels, fold, group). Nulls in labels/fold/group get the defaults;
-    a value of the wrong type is a ValueError naming the clip (never a list of characters)."""
-    cid, labels = batch["clip_id"][i], batch["labels"][i]
-    fold = batch["fold"][i] if "fold" in batch else None
-    group = batch["group"][i] if "group" in batch else None
-    if not isinstance(cid, str) or not cid:
-        raise ValueError(f"shard row {i}: clip_id {cid!r} is not a clip name")
-    if _null(labels):
-        labels = []
-    elif not isinstance(labels, (list, tuple, np.ndarray)):
-        raise ValueError(f"clip {cid!r}: labels {labels!r} is not a list of class names")
-    # Ray hands a nullable integer column over as float64 (nulls are NaN)
-    if not _null(fold) and (isinstance(fold, bool) or not isinstance(fold, (int, np.integer, float))
-                            or (isinstance(fold, float) and not fold.is_integer())):
-        raise ValueError(f"clip {cid!r}: fold {fold!r} is not an integer")
-    if not _null(group) and not isinstance(group, str):
-        raise ValueError(f"clip {cid!r}: group {group!r} is not a string")
-    return (cid, [str(x) for x in labels if not _null(x)], -1 if _null(fold) else int(fold),
-            "" if _null(group) else group)
-
-
-def _shard_batch_rows(batch: dict, audio: AudioConfig, split: str | None = None,
-                      val_fraction: float = 0.0) -> list[dict]:
-    rows = []
-    for i in range(len(batch["clip_id"])):
-        cid, labels, fold, group = _shard_fields(batch, i)
-        if _in_split(cid, group, split, val_fraction):
-            rows.append(decode_row(batch["audio_bytes"][i], cid, labels, fold, group, audio))
-    return rows
-
-
-# --------------------------------------------------------------------------- synthetic
-
-def _synth_row(index: int, cfg: DataConfig, audio: AudioConfig, with_stems: bool) -> dict:
-    from sslsep.data.synthetic import generate_scene
-
-    s = cfg.synth
-    scene = generate_scene(int(index), seed=s.seed, sample_rate=audio.sample_rate,
-                           num_samples=audio.num_samples, min_events=s.min_events,
-                           max_events=s.max_events, gain_db=tuple(s.gain_db))
-    row = _row(scene.clip_id, scene.audio, audio.sample_rate, scene.labels, -1, scene.context, "ok", "")
-    if with_stems:
-        stems = np.zeros((s.max_events, audio.num_samples), np.float32)  # (max_events, T), zero rows pad
-        stems[:len(scene.stems)] = scene.stems
-        row["stems"], row["num_events"] = stems, len(scene.stems)
-    return row
+def leaves(source) -> list[tuple[object, float]]:
+    """The (source, weight) pairs a source is made of: the mix's children, or itself."""
+    return source.children if isinstance(source, MixSource) else [(source, 1.0)]
 
 
 # --------------------------------------------------------------------------- public API
 
 def iter_clips(cfg: DataConfig, audio: AudioConfig, *, with_stems: bool = False,
                split: str | None = None, val_fraction: float = 0.0) -> Iterator[dict]:
-    """In-process generator over the configured source: the same rows as `clip_dataset`.
-    `split` selects one side of `is_held_out` for real data (synthetic data has no split:
-    validation scenes come from another seed)."""
-    kind = resolve_source(cfg)
-    if kind == "synthetic":
-        for i in range(cfg.synth.num_clips):
-            yield _synth_row(i, cfg, audio, with_stems)
-    elif kind == "folder":
-        items, _, _ = folder_items(cfg, split, val_fraction)
-        for item in items:
-            yield _read_or_skip(item, audio)
-    else:
-        import pyarrow.parquet as pq
-
-        uris = shard_uris(cfg.path)
-        check_shards(uris)
-        left = cfg.max_clips or None
-        for u in uris:
-            fs, path = storage.pyarrow_fs(u)
-            # record batches (within row groups), never a whole shard in Python lists
-            for batch in pq.ParquetFile(path, filesystem=fs).iter_batches(batch_size=SHARD_READ_ROWS):
-                for row in _shard_batch_rows(batch.to_pydict(), audio, split, val_fraction):
-                    yield row
-                    if left is not None:
-                        left -= 1
-                        if left == 0:
-                            return
+    """In-process generator over the configured source: the same rows as `clip_dataset` (one
+    pass, each clip of every source once). `split` selects one side of `is_held_out` for real
+    data (synthetic scenes: 'val' is the validation seed's scenes)."""
+    yield from open_source(cfg).rows(audio, split=split, val_fraction=val_fraction, with_stems=with_stems)
 
 
 def held_out_rows(cfg: DataConfig, audio: AudioConfig, val_fraction: float, count: int) -> list[dict]:
@@ -316,101 +243,58 @@ def hash_sample(cfg: DataConfig, audio: AudioConfig, count: int, *, split: str |
     shards the clip_id and group columns alone), and only the candidates it takes are read and
     decoded (for shards, the row groups that hold them). The cost is independent of the corpus
     size but for the listing; the same clips whatever the order of files or shards; and hash
-    order pairs clips of different recordings, which validation mixtures need."""
-    def key(cid: str) -> int:
-        return zlib.crc32(cid.encode())
-
-    def take(row: dict) -> bool:
-        return not only_ok or row["status"] == "ok"
-
-    out: list[dict] = []
-    kind = resolve_source(cfg)
-    if kind == "synthetic":  # scene ids follow from their index: scenes made on demand
-        from sslsep.data.synthetic import scene_id
-
-        order = sorted(range(cfg.synth.num_clips), key=lambda i: key(scene_id(cfg.synth.seed, i)))
-        rows = (_synth_row(i, cfg, audio, False) for i in order)
-        return list(itertools.islice((r for r in rows if take(r)), count))
-    if kind == "folder":
-        items = sorted(folder_items(cfg, split, val_fraction)[0], key=lambda it: key(it.clip_id))
-        for item in items:
-            row = _read_or_skip(item, audio)
-            if take(row):
-                out.append(row)
-                if len(out) == count:
-                    break
-        return out
-    import pyarrow.parquet as pq
-
-    uris = shard_uris(cfg.path)
-    check_shards(uris)
-    # Shards in hash order of their names, their ids read until the pool holds 4x the clips
-    # wanted (at least 64 more): the cost follows `count`, not the corpus. The pool is then
-    # taken in hash order of the ids; a pool that runs short is grown from further shards.
-    shard_order = sorted(range(len(uris)), key=lambda i: key(uris[i].rsplit("/", 1)[-1]))
-    files: dict[int, object] = {}
-    candidates: list[tuple[int, int, int]] = []  # (hash, shard index, row index in shard)
-    pool, scanned, tried = max(4 * count, count + 64), 0, set()
-    while True:
-        while scanned < len(shard_order) and len(candidates) < pool:
-            si = shard_order[scanned]
-            scanned += 1
-            fs, path = storage.pyarrow_fs(uris[si])
-            f = files[si] = pq.ParquetFile(path, filesystem=fs)
-            cols = ["clip_id"] + (["group"] if "group" in f.schema_arrow.names else [])
-            row = 0
-            for batch in f.iter_batches(batch_size=65536, columns=cols):
-                ids = batch.column("clip_id").to_pylist()
-                groups = batch.column("group").to_pylist() if "group" in cols else [None] * len(ids)
-                candidates += [(key(c), si, row + i) for i, (c, g) in enumerate(zip(ids, groups))
-                               if isinstance(c, str) and _in_split(c, g or "", split, val_fraction)]
-                row += len(ids)
-        candidates.sort()
-        out = _decode_candidates([c for c in candidates if c not in tried], files, audio, count - len(out),
-                                 take, tried) + out
-        out.sort(key=lambda r: (key(r["clip_id"]), r["clip_id"]))
-        if len(out) >= count or scanned == len(shard_order):
-            return out[:count]
-        pool *= 4
-
-
-def _decode_candidates(candidates, files, audio: AudioConfig, count: int, take, tried: set) -> list[dict]:
-    """Decode shard rows (hash, shard, row) in order, reading only their row groups, until
-    `count` of them pass `take`; every candidate decoded is added to `tried`."""
-    out: list[dict] = []
-    starts = {si: np.cumsum([0] + [f.metadata.row_group(g).num_rows for g in range(f.num_row_groups)])
-              for si, f in files.items()}  # first row of each row group, per shard
-    for start in range(0, len(candidates), max(count, 1)):
-        by_group: dict[tuple[int, int], list[tuple[int, int]]] = {}
-        for h, si, r in candidates[start:start + count]:
-            tried.add((h, si, r))
-            g = int(np.searchsorted(starts[si], r, side="right") - 1)
-            by_group.setdefault((si, g), []).append((h, r - int(starts[si][g])))
-        decoded = []
-        for (si, g), rows in by_group.items():
-            batch = files[si].read_row_group(g).to_pydict()
-            for h, r in rows:
-                cid, labels, fold, group = _shard_fields(batch, r)
-                decoded.append((h, cid, decode_row(batch["audio_bytes"][r], cid, labels, fold, group, audio)))
-        for _, _, row in sorted(decoded, key=lambda x: (x[0], x[1])):
-            if take(row):
-                out.append(row)
-                if len(out) == count:
-                    return out
-    return out
+    order pairs clips of different recordings, which validation mixtures need. A mix takes
+    from each source in proportion to its clips."""
+    return open_source(cfg).hash_sample(audio, count, split=split, val_fraction=val_fraction, only_ok=only_ok)
 
 
 def listed_clips(cfg: DataConfig) -> tuple[int, list[tuple[str, str, str]]]:
     """How many clips a source holds, from metadata alone (listing, labels, shard footers),
     and the label problems of a folder."""
-    kind = resolve_source(cfg)
-    if kind == "synthetic":
-        return cfg.synth.num_clips, []
-    if kind == "folder":
-        items, problems, _ = folder_items(cfg)
-        return len(items), problems
-    rows = check_shards(shard_uris(cfg.path))
-    return (min(rows, cfg.max_clips) if cfg.max_clips else rows), []
+    return open_source(cfg).listed()
+
+
+def plan_passes(source, passes: int, shuffle_seed: int | None, split=None, val_fraction=0.0
+                ) -> list[tuple[str, int, dict]]:
+    """The stream's work items over `passes` passes of `source`: (source name, epoch, item), the
+    epoch being the pass over that item's own source (`MixSource`). Each source's items are
+    listed once; every pass draws its own order (`shuffle_seed`) or keeps the listed one."""
+    kids = leaves(source)
+    lists = [c.pass_items(split, val_fraction) for c, _ in kids]
+    out: list[tuple[str, int, dict]] = []
+    for e in range(passes):
+        chunk: list[tuple[float, str, int, dict]] = []  # (position in the pass, source, epoch, item)
+        for (child, weight), items in zip(kids, lists):
+            n = len(items)
+            lo, hi = math.floor(e * weight * n), math.floor((e + 1) * weight * n)  # this pass's share
+            fixed = shuffle_seed is None or getattr(child, "fixed_order", False)
+            for k, j in enumerate(range(lo, hi)):
+                p, i = divmod(j, n)  # pass p of the child, item i of that pass
+                order = (np.arange(n) if fixed else
+                         _order(n, shuffle_seed, p, child.name if isinstance(source, MixSource) else None))
+                chunk.append(((k + 0.5) / max(1, hi - lo), child.name, p, items[order[i]]))
+        if shuffle_seed is not None and len(kids) > 1:
+            rng = np.random.default_rng([shuffle_seed, e, 1])
+            chunk = [chunk[i] for i in rng.permutation(len(chunk))]
+        else:
+            chunk.sort(key=lambda c: c[0])  # stable: sources interleaved evenly, each in its order
+        out += [(s, p, it) for _, s, p, it in chunk]
+    return out
+
+
+_ORDERS: dict[tuple, np.ndarray] = {}
+
+
+def _order(n: int, seed: int, epoch: int, name: str | None) -> np.ndarray:
+    """The drawn order of one pass of a source (the same for a source alone and in a mix of
+    one: `name` None), cached for the few passes a plan asks for."""
+    key = (n, seed, epoch, name)
+    if key not in _ORDERS:
+        if len(_ORDERS) > 64:
+            _ORDERS.clear()
+        entropy = [seed, epoch] if name is None else [seed, epoch, R.hash_key(name)]
+        _ORDERS[key] = np.random.default_rng(entropy).permutation(n)
+    return _ORDERS[key]
 
 
 def clip_dataset(cfg: DataConfig, audio: AudioConfig, *, with_stems: bool = False,
@@ -421,9 +305,10 @@ def clip_dataset(cfg: DataConfig, audio: AudioConfig, *, with_stems: bool = Fals
     them without the pipeline restarting between epochs; views are seeded by epoch), or with
     `clips_needed`, enough passes for that many clips plus a spare one (skipped clips, uneven
     shards), counted from the listing or footers the source reads anyway.
-    `shuffle_seed` orders files (folders), scenes (synthetic) or blocks (shards) at random
-    and anew each epoch, cheaply: folders list a recording's clips side by side, and training
-    pairs must not come from one recording."""
+    `shuffle_seed` orders files (folders), scenes (synthetic) or shards at random and anew each
+    epoch, cheaply: folders list a recording's clips side by side, and training pairs must not
+    come from one recording. Planning costs a list of names (files, scenes, shards) whatever
+    the corpus size, and each item is read by one task (shards in record batches)."""
     import ray.data
 
     if epochs < 1:
@@ -435,87 +320,45 @@ def clip_dataset(cfg: DataConfig, audio: AudioConfig, *, with_stems: bool = Fals
     options.preserve_order = cfg.preserve_order
     if cfg.stream_memory_mb:  # how far producers may run ahead (Ray Train's ingest copies this too)
         options.resource_limits = options.resource_limits.copy(object_store_memory=cfg.stream_memory_mb * 2**20)
-    kind = resolve_source(cfg)
-
-    def passes(n: int) -> int:
-        return math.ceil(clips_needed / max(1, n)) + 1 if clips_needed else epochs
-
-    def order(n: int, epoch: int) -> np.ndarray:
-        if shuffle_seed is None:
-            return np.arange(n)
-        return np.random.default_rng([shuffle_seed, epoch]).permutation(n)
-
-    if kind == "synthetic":
-        # (epoch, scene index) pairs in memory (16 bytes a clip): no read tasks, which would each hold a CPU
-        n = cfg.synth.num_clips
-        pairs = np.concatenate([np.stack([np.full(n, e), order(n, e)], axis=1) for e in range(passes(n))])  # (E*n, 2)
-        blocks = parallelism if parallelism > 0 else max(1, min(len(pairs) // 64, 2000))
-        ds = ray.data.from_numpy(np.array_split(pairs, blocks))
-
-        def synth(batch: dict) -> dict:
-            out = _stack([_synth_row(int(i), cfg, audio, with_stems) for i in batch["data"][:, 1]])
-            return {**out, "epoch": batch["data"][:, 0].astype(np.int64)}
-
-        return ds.map_batches(synth, batch_size=16, batch_format="numpy",
-                              num_cpus=cfg.cpus_per_task)
-    if kind == "folder":
-        items, _, _ = folder_items(cfg, split, val_fraction)
-        rows = [{**vars(items[i]), "epoch": e} for e in range(passes(len(items))) for i in order(len(items), e)]
-        # blocks of ~16 files: enough tasks to keep every core busy, few enough to be cheap
-        blocks = parallelism if parallelism > 0 else max(1, min(len(rows) // 16, 2000))
-        ds = ray.data.from_items(rows, override_num_blocks=blocks)
-
-        def decode_files(batch: dict) -> dict:
-            n = len(batch["uri"])
-            out = _stack([_read_or_skip(FolderItem(batch["uri"][i], batch["clip_id"][i],
-                                                   list(batch["labels"][i]), int(batch["fold"][i]),
-                                                   batch["group"][i]), audio) for i in range(n)])
-            return {**out, "epoch": batch["epoch"].astype(np.int64)}
-
-        return ds.map_batches(decode_files, batch_size=16, batch_format="numpy",
-                              num_cpus=cfg.cpus_per_task)
-    import pyarrow.parquet as pq
-
-    uris = shard_uris(cfg.path)
-    rows = check_shards(uris)
-    fs, _ = storage.pyarrow_fs(uris[0])
-    paths = [storage.get_fs(u)[1] for u in uris]
-    # One item per (epoch, shard), the shards in an order drawn here, anew each epoch, and each
-    # shard read by one task in record batches: planning costs a list of names whatever the
-    # corpus size (Ray's read_parquet planned over every file, and its randomize_block_order
-    # read every shard before handing on the first block: docs/benchmarks.md, start-up).
-    # With data.max_clips, the first N clips in sorted order: sorted shards, each with its share.
-    take = [None] * len(paths)
-    if cfg.max_clips:
-        left = cfg.max_clips
-        for i, n_rows in enumerate(shard_rows(uris)):
-            take[i], left = min(n_rows, left), left - min(n_rows, left)
-    n = passes(min(rows, cfg.max_clips) if cfg.max_clips else rows)
-    items = [{"path": paths[i], "epoch": e, "take": -1 if take[i] is None else take[i]}
-             for e in range(n) for i in (range(len(paths)) if cfg.max_clips else order(len(paths), e))
-             if take[i] != 0]
-    blocks = parallelism if parallelism > 0 else max(1, min(len(items), 2000))
+    source = open_source(cfg)
+    if with_stems and any(c.kind != "synthetic" for c, _ in leaves(source)):
+        raise ValueError("with_stems: only the synthetic scenes have stems")
+    if clips_needed:
+        per_pass = source.clips_per_pass() if isinstance(source, MixSource) else source.listed()[0]
+        epochs = math.ceil(clips_needed / max(1.0, per_pass)) + 1
+    plan = plan_passes(source, epochs, shuffle_seed, split, val_fraction)
+    if not plan:
+        raise ValueError(f"{source.name}: no clips to stream")
+    mix = isinstance(source, MixSource)
+    # one JSON column per item: every kind of source in one schema (a mix's items name their source)
+    items = [{"epoch": e, "item": json.dumps({"source": s, "item": it} if mix else it)} for s, e, it in plan]
+    per_block = source.items_per_block
+    blocks = parallelism if parallelism > 0 else max(1, min(len(items) // per_block, 2000))
     ds = ray.data.from_items(items, override_num_blocks=blocks)
 
-    def read_shards(batch: dict):
-        """(epoch, shard) items -> decoded rows, SHARD_READ_ROWS at a time (a generator)."""
+    def read(batch: dict):
+        """Work items -> decoded rows with their epoch, at most 64 rows a batch (a generator)."""
+        buf: list[dict] = []
         yielded = False
-        for path, epoch, limit in zip(batch["path"], batch["epoch"], batch["take"]):
-            left = int(limit) if limit >= 0 else None
-            for rb in pq.ParquetFile(path, filesystem=fs).iter_batches(batch_size=SHARD_READ_ROWS):
-                if left is not None:
-                    rb = rb.slice(0, left)
-                    left -= rb.num_rows
-                got = _shard_batch_rows(rb.to_pydict(), audio, split, val_fraction)
-                if got:
-                    yielded = True
-                    yield {**_stack(got), "epoch": np.full(len(got), epoch, np.int64)}
-                if left is not None and left <= 0:
-                    break
-        if not yielded:
-            yield {**_empty_batch(audio), "epoch": np.zeros(0, np.int64)}
+        for epoch, item in zip(batch["epoch"], batch["item"]):
+            for row in source.read_item(json.loads(item), audio, split, val_fraction, with_stems):
+                buf.append({**row, "epoch": int(epoch)})
+                if len(buf) == 64:
+                    yield R.stack(buf)
+                    buf, yielded = [], True
+        if buf or not yielded:
+            yield R.stack(buf) if buf else _empty_batch(audio)
 
-    return ds.map_batches(read_shards, batch_size=1, batch_format="numpy", num_cpus=cfg.cpus_per_task)
+    return ds.map_batches(read, batch_size=per_block, batch_format="numpy", num_cpus=cfg.cpus_per_task)
+
+
+def _empty_batch(audio: AudioConfig) -> dict:
+    """A batch of no rows (a task whose items held none of the split), with every column."""
+    return {"clip_id": np.array([], dtype=object), "audio": np.zeros((0, audio.num_samples), np.float32),
+            "sample_rate": np.array([], np.int64), "labels": np.array([], dtype=object),
+            "fold": np.array([], np.int64), "group": np.array([], dtype=object),
+            "source": np.array([], dtype=object), "status": np.array([], dtype=object),
+            "detail": np.array([], dtype=object), "epoch": np.zeros(0, np.int64)}
 
 
 def usable(ds, num_cpus: float = 0.5):
@@ -541,4 +384,3 @@ def dataset_report(ds, problems=()) -> DecodeReport:
     """Run the dataset once for its status columns (decodes everything; for checks)."""
     cols = ds.select_columns(["clip_id", "status", "detail"])
     return report_from_rows(cols.iter_rows(), problems)
-

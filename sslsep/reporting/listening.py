@@ -92,6 +92,13 @@ def _views_section(cfg: ExperimentConfig, registry: str, clips: list[dict]) -> l
     return sections
 
 
+def _where(cfg: ExperimentConfig) -> str:
+    """The run's sources in words: their paths (or the synthetic scenes)."""
+    from sslsep.config import source_entries
+
+    return " + ".join(d.path or "the synthetic scenes" for _, _, d in source_entries(cfg.data))
+
+
 def listening_panel(cfg: ExperimentConfig | None, registry: str, n_clips: int) -> str:
     """The panel's HTML: a block per clip (see the module docstring). Whatever cannot be
     shown (no config, the source unreachable from here, no separators) is said instead."""
@@ -105,7 +112,7 @@ def listening_panel(cfg: ExperimentConfig | None, registry: str, n_clips: int) -
     try:
         clips = hash_sample(cfg.data, cfg.audio, n_clips, only_ok=True)
     except Exception as e:  # the source moved, or is not reachable from here
-        return head + (f'<p class="missing">the run\'s source ({figures.esc(cfg.data.path or "synthetic")}) '
+        return head + (f'<p class="missing">the run\'s source ({figures.esc(_where(cfg))}) '
                        f'cannot be read from here: {figures.esc(e)}</p>')
     if not clips:
         return head + '<p class="missing">the source has no usable clip</p>'
@@ -125,7 +132,7 @@ def listening_panel(cfg: ExperimentConfig | None, registry: str, n_clips: int) -
         views = _views_section(cfg, registry, clips) if separators or cfg.augment.kinds == ["mixture"] else None
     except Exception as e:
         views, head = None, head + f'<p class="missing">the views could not be drawn: {figures.esc(e)}</p>'
-    note = (f"<p class=note>{len(clips)} clips of {figures.esc(cfg.data.path or 'the synthetic scenes')} "
+    note = (f"<p class=note>{len(clips)} clips of {figures.esc(_where(cfg))} "
             f"(first usable in hash order of ids). Per convergence state, the channels within "
             f"{cfg.augment.min_channel_db:g} dB of the mixture's power (the ones views draw on); each channel "
             f"is scaled to the same peak (its level against the mixture in the caption). Views: what the "

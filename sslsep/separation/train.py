@@ -24,8 +24,8 @@ import numpy as np
 import torch
 
 from sslsep import storage
-from sslsep.config import VAL_SEED_OFFSET, ExperimentConfig, from_dict, to_dict
-from sslsep.data.sources import KEEP_STATUSES, held_out_rows, iter_clips, resolve_source
+from sslsep.config import VAL_SEED_OFFSET, ExperimentConfig, from_dict, source_entries, to_dict
+from sslsep.data.sources import KEEP_STATUSES, held_out_rows, iter_clips, open_source, resolve_source
 from sslsep.run import RunDir
 from sslsep.session import open_session
 from sslsep.separation.metrics import (mean_valid, multi_source_si_snri, pairwise_si_snr, si_snr,
@@ -53,7 +53,8 @@ def validation_set(cfg: ExperimentConfig, cache_uri: str | None = None) -> dict[
         data.synth.num_clips = sep.val_clips
         rows = list(iter_clips(data, cfg.audio, with_stems=True))
     else:
-        made_by = f"{cfg.data.path} val_fraction={sep.val_fraction} val_clips={sep.val_clips} {cfg.audio}"
+        where = [(name, d.path, d.max_clips) for name, _, d in source_entries(cfg.data)]
+        made_by = f"{where} val_fraction={sep.val_fraction} val_clips={sep.val_clips} {cfg.audio}"
         if cache_uri and storage.exists(cache_uri):
             with np.load(io.BytesIO(storage.read_bytes(cache_uri))) as z:
                 if str(z["made_by"]) == made_by:  # else: another data set or split; chosen anew
@@ -61,7 +62,7 @@ def validation_set(cfg: ExperimentConfig, cache_uri: str | None = None) -> dict[
         # silent clips make undefined references; a hash order pairs clips of different recordings
         rows = held_out_rows(cfg.data, cfg.audio, sep.val_fraction, sep.val_clips)
         if len(rows) < 2:
-            raise ValueError(f"{cfg.data.path}: fewer than 2 held-out clips with "
+            raise ValueError(f"{open_source(cfg.data).name}: fewer than 2 held-out clips with "
                              f"separation.val_fraction={sep.val_fraction}; raise it")
     audio = np.stack([r["audio"] for r in rows])  # (N, T)
     if "stems" not in rows[0]:
@@ -198,7 +199,7 @@ def train_loop(config: dict) -> None:
 
     run_loop(session, loop_settings(cfg), model, optimizer, mixit_step(cfg), run=run, save=save,
              validate=validate,
-             no_batch=f"no training batch of {sep.batch_clips} usable clips in {cfg.data.path or 'synthetic'}")
+             no_batch=f"no training batch of {sep.batch_clips} usable clips in {open_source(cfg.data).name}")
 
 
 AUDIO_CLIPS = 2  # validation clips whose separation each convergence state leaves in TensorBoard
@@ -246,11 +247,13 @@ def train_separators(cfg: ExperimentConfig, run: RunDir) -> dict:
 
 def _decoded_gb(cfg: ExperimentConfig) -> float:
     """Upper bound of the decoded training clips' size (inf when unknown, e.g. shards)."""
-    from sslsep.data.sources import folder_items
+    from sslsep.data.sources import leaves
 
-    if resolve_source(cfg.data) != "folder":
-        return math.inf
-    n = len(folder_items(cfg.data, "train", cfg.separation.val_fraction)[0])
+    n = 0
+    for source, weight in leaves(open_source(cfg.data)):
+        if source.kind != "folder":
+            return math.inf
+        n += math.ceil(weight * len(source.pass_items("train", cfg.separation.val_fraction)))
     return n * cfg.audio.num_samples * 4 / 1e9
 
 
