@@ -29,13 +29,15 @@ SKIP = {"time", "step", "final", "epoch"}
 
 def scalars(metrics: dict) -> tuple[list[tuple[str, float]], int]:
     """One metrics line -> ([(tag, value)], step). Tags are '<stage>/<key>', with the
-    evaluation's extractor and classifier in the path."""
+    evaluation's extractor, classifier and task (of the suite) in the path."""
     stage = str(metrics.get("stage", "run"))
     prefix = stage
     if "extractor" in metrics:
         prefix += f"/{metrics['extractor']}"
     if "classifier" in metrics:
         prefix += f"/{metrics['classifier']}"
+    if "task" in metrics:
+        prefix += f"/{metrics['task']}"
     out = []
     for key, value in metrics.items():
         if key in SKIP or isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):

@@ -198,23 +198,38 @@ def _paired(ours: list[dict], mix: list[dict], metric: str) -> list[float]:
             if a.get("split") == b.get("split") and a.get(metric) is not None and b.get(metric) is not None]
 
 
-def verdict(results: dict) -> str:
-    """Did separated views beat mixture-only views on the same budget? One line per classifier
-    on the protocol's headline metric (mAP for multi-label, accuracy for single-label),
-    paired: same splits, same seeds. With one pretraining run the spread is over its splits
-    (standard error of the mean per-split difference); with several runs (`joint.seeds`) it is
-    over the runs, each run counted by its mean over splits (the runs are the independent
-    units: splits of one run share its encoder). "beat" needs the mean difference above 2
-    standard errors, "leans" above 1. With one run of one split there is no spread estimate
-    and a gap under 0.01 is a tie."""
-    metric = "mAP" if results["protocol"]["multilabel"] else "accuracy"
+def _variants(rows: list[dict]) -> dict[tuple[str, str], dict[int | None, dict]]:
+    """A task's rows by (kind, classifier) and seed; kind 'ours' for the configured model's rows
+    (named `configured...`), else the row's name without its seed."""
     by: dict[tuple[str, str], dict[int | None, dict]] = {}
-    for r in results["rows"]:
+    for r in rows:
         name, seed = split_row_name(r["extractor"])
         kind = "ours" if name.startswith(MAIN) else name
         by.setdefault((kind, r["classifier"]), {})[seed] = {**r, "name": name}
-    if not any(k == "ours" for k, _ in by) or not any(k == "mixture-only" for k, _ in by):
-        return "verdict: no mixture-only control in this run (joint.controls), nothing to compare"
+    return by
+
+
+def _call(diff: float, se: float | None) -> str:
+    """The words of a verdict: BEAT above 2 standard errors, leans above 1; without a spread
+    estimate (one run, one split) a gap under 0.01 is a tie."""
+    if se is None:
+        return "no clear difference (under 0.01)" if abs(diff) <= 0.01 else \
+            ("separated views ahead" if diff > 0 else "mixture-only views ahead") + " on this one split"
+    if abs(diff) > 2 * se:
+        return "separated views BEAT mixture-only" if diff > 0 else "mixture-only views beat separated"
+    if abs(diff) > se:
+        return "leans towards " + ("separated views" if diff > 0 else "mixture-only views") + \
+            " (within 2 standard errors: not conclusive)"
+    return "no clear difference"
+
+
+def _task_verdict(task: dict) -> list[str]:
+    """One task's verdict lines (one per classifier, `verdict`'s per-task rules), each prefixed
+    by the task's name."""
+    from sslsep.evaluation.suite import headline_metric
+
+    metric = headline_metric(task)
+    by = _variants(task["rows"])
     lines = []
     for (kind, clf), ours in by.items():
         mix = by.get(("mixture-only", clf))
@@ -245,16 +260,74 @@ def verdict(results: dict) -> str:
         else:
             se = None
             spread = "one run, one split: no spread estimate"
-        if se is None:
-            call = "no clear difference (under 0.01)" if abs(diff) <= 0.01 else \
-                ("separated views ahead" if diff > 0 else "mixture-only views ahead") + " on this one split"
-        elif abs(diff) > 2 * se:
-            call = "separated views BEAT mixture-only" if diff > 0 else "mixture-only views beat separated"
-        elif abs(diff) > se:
-            call = "leans towards " + ("separated views" if diff > 0 else "mixture-only views") + \
-                " (within 2 standard errors: not conclusive)"
-        else:
-            call = "no clear difference"
-        lines.append(f"verdict ({clf}, {metric}): {name} {a:.3f} vs mixture-only {b:.3f} "
-                     f"(diff {diff:+.3f}, {spread}): {call}")
+        lines.append(f"{task['name']}: verdict ({clf}, {metric}): {name} {a:.3f} vs mixture-only {b:.3f} "
+                     f"(diff {diff:+.3f}, {spread}): {_call(diff, se)}")
+    return lines
+
+
+def suite_pairs(tasks: list[dict], clf: str) -> dict[int | None, list[tuple[str, float]]]:
+    """Paired differences, separated minus mixture-only, of classifier `clf` over the suite:
+    {seed: [(task name, difference on one split)]}, each task on its own headline metric."""
+    from sslsep.evaluation.suite import headline_metric
+
+    out: dict[int | None, list[tuple[str, float]]] = {}
+    for t in tasks:
+        metric, by = headline_metric(t), _variants(t["rows"])
+        ours, mix = by.get(("ours", clf), {}), by.get(("mixture-only", clf), {})
+        for seed in (s for s in ours if s in mix):
+            d = _paired(ours[seed].get("folds", []), mix[seed].get("folds", []), metric)
+            if not d and ours[seed].get(metric) is not None and mix[seed].get(metric) is not None:
+                d = [ours[seed][metric] - mix[seed][metric]]  # a row without its folds: its mean
+            out.setdefault(seed, []).extend((t["name"], x) for x in d)
+    return out
+
+
+def _suite_verdict(tasks: list[dict], clf: str) -> str | None:
+    """One suite line for `clf` (`verdict`'s pooled rule); None when no task pairs the two."""
+    by_seed = suite_pairs(tasks, clf)
+    pooled = [x for pairs in by_seed.values() for _, x in pairs]
+    if not pooled:
+        return None
+    names = list(dict.fromkeys(n for pairs in by_seed.values() for n, _ in pairs))
+    diff = statistics.fmean(pooled)
+    se_pairs = statistics.stdev(pooled) / math.sqrt(len(pooled)) if len(pooled) >= 2 else None
+    spread = (f"standard error {se_pairs:.3f} over pairs" if se_pairs is not None else "one pair: no spread estimate")
+    se = se_pairs
+    if len(by_seed) >= 2:
+        means = [statistics.fmean(x for _, x in pairs) for pairs in by_seed.values()]
+        se_seeds = statistics.stdev(means) / math.sqrt(len(means))
+        se = max(se_seeds, se_pairs or 0.0)
+        spread += (f", {se_seeds:.3f} over the {len(means)} seeds' suite means (the call uses the larger); separated "
+                   f"better in {sum(m > 0 for m in means)}/{len(means)} seeds")
+    return (f"suite verdict ({clf}, {len(names)} task(s): {', '.join(names)}): separated minus mixture-only "
+            f"{diff:+.3f}, pooled over {len(pooled)} pairs (tasks x splits x seeds, each task's headline metric), "
+            f"{spread}, separated better in {sum(x > 0 for x in pooled)}/{len(pooled)} pairs: {_call(diff, se)}")
+
+
+def verdict(results: dict) -> str:
+    """Did separated views beat mixture-only views on the same budget? Paired: same splits,
+    same seeds, each task on its headline metric (mAP multi-label, accuracy single-label).
+
+    Per task (lines prefixed by its name), one line per classifier: with one pretraining run the
+    spread is over its splits (standard error of the mean per-split difference); with several
+    runs (`joint.seeds`) it is over the runs, each run counted by its mean over splits (the
+    runs are the independent units: splits of one run share its encoder).
+
+    Then one suite line per classifier: the differences (rows `configured...` minus
+    `mixture-only`) pooled over tasks x splits x seeds; their mean, its standard error over the
+    pooled pairs, and the pairs won. With >= 2 seeds also the standard error over seeds of each
+    seed's suite mean (the mean of that seed's pooled pairs), and the call uses the larger of
+    the two standard errors (pairs of one seed share its encoders, so the pair count alone
+    overstates the evidence). "BEAT" needs the mean difference above 2 standard errors,
+    "leans" above 1; with a single pair there is no spread estimate and a gap under 0.01 is a
+    tie. `results`: results.json's dict (a one-protocol results.json of before the suite reads
+    as one task)."""
+    from sslsep.evaluation.suite import task_results
+
+    tasks = task_results(results)
+    lines = [line for t in tasks for line in _task_verdict(t)]
+    if not lines:
+        return "verdict: no mixture-only control in this run (joint.controls), nothing to compare"
+    classifiers = list(dict.fromkeys(r["classifier"] for t in tasks for r in t["rows"]))
+    lines += [line for clf in classifiers if (line := _suite_verdict(tasks, clf))]
     return "\n".join(lines)

@@ -16,6 +16,8 @@ def test_metrics_lines_become_scalars_by_stage_step_and_row():
     values, step = scalars({"stage": "evaluate", "extractor": "mixture-only", "classifier": "linear",
                             "mAP": 0.6, "accuracy": None})
     assert step == 0 and dict(values) == {"evaluate/mixture-only/linear/mAP": 0.6}
+    values, _ = scalars({"stage": "evaluate", "extractor": "x", "classifier": "mlp", "task": "esc50", "accuracy": 0.7})
+    assert dict(values) == {"evaluate/x/mlp/esc50/accuracy": 0.7}  # a suite's tasks do not share a tag
 
 
 def test_run_dir_writes_events_tensorboard_reads(tmp_path):

@@ -1,12 +1,19 @@
-"""The evaluation stage: frozen extractors -> embeddings -> shallow classifiers -> table.
+"""The evaluation stage: frozen extractors -> embeddings -> shallow classifiers -> tables.
 
     evaluate_encoders(cfg, {"logmel-stats": "logmel", "random-init": "random",
                             "trained": "runs/pre/encoder.pt"}, run) -> results dict
 
-Every extractor embeds the same clips in one pass (a clip is decoded once), then every
-classifier in ``evaluation.classifiers`` is trained on every split of the protocol with the
-same seeds, so rows differ only by their extractor and classifier. With a run directory the
-results land in ``results.json`` and ``results.md`` and one metrics line per row.
+The run is judged on a suite of labelled tasks (sslsep.evaluation.suite: each labelled source,
+each `evaluation.tasks` entry, or the audioset protocol). Per task, every extractor embeds the
+same clips in one pass (a clip is decoded once), then every classifier in
+``evaluation.classifiers`` is trained on every split of the task's protocol with the same
+seeds, so rows differ only by their extractor and classifier. With a run directory the
+results land in ``results.json`` and ``results.md`` and one metrics line per task and row:
+
+    results.json  {"tasks": [per-task results: name, protocol, clips, extractors, rows,
+                             settings, (runs), embed_s, wall_s],
+                   "suite": {"tasks", "not_tasks", "scores", "verdict"},
+                   "extractors", "settings", ("runs"), "embed_s", "wall_s"}
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from sslsep.evaluation.embeddings import Embedder, EmbeddedSet, embed_in_process
 from sslsep.evaluation.metrics import score_all
 from sslsep.evaluation.protocols import Task, build_task, resolve_protocol, sources, task_features
 from sslsep.evaluation.splits import grouped_holdout
+from sslsep.evaluation.suite import NotATask, folder_labels_missing, suite_summary, suite_tasks
 from sslsep.evaluation.table import markdown, summarise
 
 
@@ -30,14 +38,14 @@ def _check(cfg: ExperimentConfig, extractors: dict[str, str]) -> None:
         raise ValueError("no extractors to evaluate")
 
 
-def embed_sources(cfg: ExperimentConfig, protocol: str, extractors: dict[str, str]
-                  ) -> tuple[dict[str, EmbeddedSet], list[tuple[str, str, str]]]:
-    """Embed each side of the protocol -> ({side: EmbeddedSet}, labels-CSV problems)."""
+def embed_sources(cfg: ExperimentConfig, protocol: str, extractors: dict[str, str],
+                  embedder: Embedder | None = None) -> tuple[dict[str, EmbeddedSet], list[tuple[str, str, str]]]:
+    """Embed each side of the protocol -> ({side: EmbeddedSet}, labels-CSV problems). In process,
+    `embedder` (built here when None) is shared by the tasks of a suite: checkpoints load once."""
     from sslsep.data.sources import clip_dataset, folder_items, iter_clips, resolve_source
 
     ev = cfg.evaluation
     sets, problems = {}, []
-    embedder = None
     for side, data in sources(cfg, protocol).items():
         if resolve_source(data) == "folder":
             problems += folder_items(data)[1]
@@ -117,29 +125,34 @@ def save_embeddings(run, task: Task, clip_ids: list[str], keep: np.ndarray, maps
     return uri
 
 
-def evaluate_encoders(cfg: ExperimentConfig, extractors: dict[str, str], run=None, runs: dict | None = None) -> dict:
-    """Judge each extractor (row name -> checkpoint URI, or "logmel" / "random") under the
-    configured protocol. Returns the results dict (also written to `run`, a RunDir). `runs`
-    ({"seeds": [...]}) says how many pretraining runs the rows come from (the table states it)."""
-    _check(cfg, extractors)
+def evaluate_task(cfg: ExperimentConfig, name: str, extractors: dict[str, str], embedder: Embedder | None,
+                  runs: dict | None = None, prefix: str = "") -> tuple[dict, tuple]:
+    """One task of the suite -> (its results dict: today's one-protocol layout with `name`,
+    what `save_embeddings` needs). Raises NotATask when its data has no labels at all."""
     t0 = time.monotonic()
+    why = folder_labels_missing(cfg.data)
+    if why:
+        raise NotATask(why)
     protocol = resolve_protocol(cfg)
-    sets, problems = embed_sources(cfg, protocol, extractors)
+    sets, problems = embed_sources(cfg, protocol, extractors, embedder)
     embed_s = time.monotonic() - t0
+    if not any(x for e in sets.values() for x in e.labels):
+        raise NotATask(f"none of its {sum(len(e.clip_ids) for e in sets.values())} usable clips has a label")
     task = build_task(cfg, protocol, sets)
     skipped = sorted(s for e in sets.values() for s in e.skipped)
     rows, keep, maps = [], map_subset(len(task.rows)), {}
-    for name, spec in extractors.items():
-        x = task_features(task, sets, name)
-        maps[name] = x[keep].astype(np.float16)  # what the report's maps draw (embeddings.npz)
+    for ex, spec in extractors.items():
+        x = task_features(task, sets, ex)
+        maps[ex] = x[keep].astype(np.float16)  # what the report's maps draw (embeddings.npz)
         for r in run_classifiers(cfg, task, x):
-            rows.append({"extractor": name, "source": spec, "dim": int(x.shape[1]), **r,
+            rows.append({"extractor": ex, "source": spec, "dim": int(x.shape[1]), **r,
                          "skipped": len(skipped) + len(task.unlabelled)})
             figures = "  ".join(f"{m} {r[k]:.3f}" for m, k in (("mAP", "mAP"), ("AUC", "auc"), ("acc", "accuracy"))
                                 if r[k] is not None)
-            print(f"evaluation: {name:>18} {r['classifier']:>6}  {figures}", flush=True)
+            print(f"evaluation{prefix}: {ex:>18} {r['classifier']:>6}  {figures}", flush=True)
     total = sum(e.total for e in sets.values())
-    results = {
+    result = {
+        "name": name,
         "protocol": {"name": protocol, "description": task.description, "multilabel": task.multilabel,
                      "classes": task.classes, "n_splits": len(task.splits),
                      "splits": [s.name for s in task.splits]},
@@ -153,15 +166,51 @@ def evaluate_encoders(cfg: ExperimentConfig, extractors: dict[str, str], run=Non
         "embed_s": round(embed_s, 2), "wall_s": round(time.monotonic() - t0, 2),
     }
     if runs:
+        result["runs"] = runs
+    if result["clips"]["used"] + len(skipped) + len(task.unlabelled) != total:
+        raise RuntimeError(f"evaluation: task {name!r}: clip accounting does not add up")  # a bug, never data
+    return result, (task, [c for s in sets.values() for c in s.clip_ids], keep, maps)
+
+
+def evaluate_encoders(cfg: ExperimentConfig, extractors: dict[str, str], run=None, runs: dict | None = None) -> dict:
+    """Judge each extractor (row name -> checkpoint URI, or "logmel" / "random") on every task of
+    the suite (`suite.suite_tasks`). Returns the results dict (module docstring; also written to
+    `run`, a RunDir, with RUN_DIR/embeddings.npz of the first task for the report's maps). `runs`
+    ({"seeds": [...]}) says how many pretraining runs the rows come from (the tables state it)."""
+    from sslsep.pipeline import verdict
+
+    _check(cfg, extractors)
+    t0 = time.monotonic()
+    todo, not_tasks = suite_tasks(cfg)
+    embedder = None if cfg.evaluation.use_ray else Embedder(extractors, cfg)
+    tasks, first_maps = [], None
+    for name, tcfg in todo:
+        prefix = f" [{name}]" if len(todo) > 1 else ""
+        try:
+            result, payload = evaluate_task(tcfg, name, extractors, embedder, runs, prefix)
+        except NotATask as e:
+            print(f"evaluation{prefix}: not a task: {e}", flush=True)
+            not_tasks.append({"name": name, "reason": str(e)})
+            continue
+        tasks.append(result)
+        first_maps = first_maps or payload
+    if not tasks:
+        reasons = "; ".join(f"{t['name']}: {t['reason']}" for t in not_tasks)
+        raise ValueError(f"evaluation: no labelled task to judge ({reasons})")
+    results = {"tasks": tasks, "suite": suite_summary(tasks, not_tasks), "extractors": dict(extractors),
+               "settings": to_dict(cfg.evaluation)}
+    if runs:
         results["runs"] = runs
-    if results["clips"]["used"] + len(skipped) + len(task.unlabelled) != total:
-        raise RuntimeError("evaluation: clip accounting does not add up")  # a bug, never data
+    results["embed_s"] = round(sum(t["embed_s"] for t in tasks), 2)
+    results["wall_s"] = round(time.monotonic() - t0, 2)
+    results["suite"]["verdict"] = verdict(results)
     if run is not None:
         run.write_json("results.json", results)
         run.write_text("results.md", markdown(results))
-        save_embeddings(run, task, [c for s in sets.values() for c in s.clip_ids], keep, maps)
-        for r in rows:
-            run.log_metrics({"stage": "evaluate", "extractor": r["extractor"], "classifier": r["classifier"],
-                             **{k: r[k] for k in ("mAP", "auc", "d_prime", "accuracy")}})
+        save_embeddings(run, *first_maps)
+        for t in tasks:
+            for r in t["rows"]:
+                run.log_metrics({"stage": "evaluate", "task": t["name"], "extractor": r["extractor"],
+                                 "classifier": r["classifier"],
+                                 **{k: r[k] for k in ("mAP", "auc", "d_prime", "accuracy")}})
     return results
-

@@ -1,4 +1,5 @@
-"""The results table: fold scores -> mean and std rows -> Markdown for people."""
+"""The results tables: fold scores -> mean and std rows -> Markdown for people (a suite table over
+the tasks, the verdict, then a table per task)."""
 
 from __future__ import annotations
 
@@ -33,11 +34,43 @@ def _cell(mean, std, digits: int = 3) -> str:
 
 
 def markdown(results: dict) -> str:
-    """results.json's dict -> results.md."""
+    """results.json's dict -> results.md: the suite table and verdict, then each task's table
+    (one task's dict, or a results.json written before the suite, -> that task's table alone)."""
+    if "tasks" not in results:
+        return task_markdown(results)
+    lines = ["# Shallow evaluation", "", *suite_markdown(results), ""]
+    for t in results["tasks"]:
+        lines.append(task_markdown(t, f"## Task {t['name']}"))
+    return "\n".join(lines)
+
+
+def suite_markdown(results: dict) -> list[str]:
+    """The suite table (extractor, classifier, each task's headline metric, mean over tasks),
+    the tasks left out, and the verdict lines."""
+    suite, names = results["suite"], [t["name"] for t in results["tasks"]]
+    metric = {t["name"]: t["metric"] for t in suite["tasks"]}
+    seeds = results.get("runs", {}).get("seeds", [])
+    cols = ["extractor", "classifier"] + [f"{n} ({metric[n]})" for n in names] + ["mean over tasks"]
+    lines = [f"Suite: {len(names)} task(s), each with its headline metric (accuracy single-label, mAP "
+             "multi-label; mean over its splits); the last column is the mean over tasks."
+             + (f" Runs: {len(seeds)} pretraining seeds, a row per variant and seed." if seeds else ""), "",
+             "| " + " | ".join(cols) + " |", "|" + " --- |" * len(cols)]
+    for s in suite["scores"]:
+        cells = [s["extractor"], s["classifier"]] + [_cell(s["per_task"].get(n), None) for n in names]
+        lines.append("| " + " | ".join(cells + [_cell(s["mean"], None)]) + " |")
+    if suite.get("not_tasks"):
+        lines += ["", "Not tasks:", ""] + [f"- `{t['name']}`: {t['reason']}" for t in suite["not_tasks"]]
+    if suite.get("verdict"):
+        lines += ["", "Verdict:", "", "```", suite["verdict"], "```"]
+    return lines
+
+
+def task_markdown(results: dict, heading: str = "# Shallow evaluation") -> str:
+    """One task's results dict -> its section: protocol, splits, accounting, table, skips."""
     p, clips = results["protocol"], results["clips"]
     seeds = results.get("runs", {}).get("seeds", [])
     single = not p["multilabel"]
-    lines = ["# Shallow evaluation", "",
+    lines = [heading, "",
              f"Protocol: {p['description']}.", "",
              f"Splits: {p['n_splits']} ({', '.join(p['splits'])}); mean ± std (population) over them. "
              f"Early stopping on the validation {results['settings']['early_stop']} of "

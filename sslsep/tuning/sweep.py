@@ -90,12 +90,23 @@ def optuna_storage(spec: SweepSpec, run: RunDir):
 
 
 def _metric_of(results: dict, metric: str) -> float:
-    """The sweep's metric from an evaluation: the best classifier's value of `metric`."""
-    values = [r[metric] for r in results["rows"] if r.get(metric) is not None]
-    if not values:
-        raise ValueError(f"evaluation reported no {metric!r} (single-label sets report accuracy; "
-                         "multi-label sets report mAP, auc, d_prime)")
-    return max(values)
+    """The sweep's metric from an evaluation: the mean over the suite's tasks of the best
+    classifier's (and extractor's) value of `metric` on each task. A task that does not report
+    `metric` (accuracy on a multi-label task) counts with its headline metric (mAP multi-label,
+    accuracy single-label) instead."""
+    from sslsep.evaluation.suite import headline_metric, task_results
+
+    per_task = []
+    for t in task_results(results):
+        values = [r[metric] for r in t["rows"] if r.get(metric) is not None]
+        if not values:
+            values = [r[headline_metric(t)] for r in t["rows"] if r.get(headline_metric(t)) is not None]
+        if not values:
+            raise ValueError(f"evaluation task {t['name']!r} reported no {metric!r} and no "
+                             f"{headline_metric(t)!r} (single-label sets report accuracy; multi-label sets "
+                             "report mAP, auc, d_prime)")
+        per_task.append(max(values))
+    return sum(per_task) / len(per_task)
 
 
 def driver(params: dict, *, base: dict, spec: dict, root: str) -> None:
