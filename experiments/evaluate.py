@@ -3,7 +3,8 @@
     python experiments/evaluate.py --config experiments/configs/quick.yaml \
         --encoder RUN_DIR/encoder.pt [--baseline NAME=CKPT ...] --out DIR
 
-Writes DIR/results.json and DIR/results.md: one row per (extractor, classifier) with the
+Writes DIR/results.json and DIR/results.md: a suite table over the tasks (each labelled source
+and `evaluation.tasks` entry; README, "Evaluation"), then per task one row per (extractor, classifier) with the
 embedding size, mAP, ROC AUC, d' (and accuracy for single-label data), mean +- std over the
 protocol's splits, and the clips used and skipped. The protocol follows the data:
 synthetic scenes (held-out seeds), a folder with folds (leave-one-fold-out, or grouped

@@ -74,18 +74,20 @@ def test_evaluate_script_end_to_end(tmp_path):
     res = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
     results = json.loads((tmp_path / "run" / "results.json").read_text())
-    rows = {(r["extractor"], r["classifier"]): r for r in results["rows"]}
+    assert [t["name"] for t in results["tasks"]] == ["synthetic"]  # a suite of one: the synthetic source
+    task = results["tasks"][0]
+    rows = {(r["extractor"], r["classifier"]): r for r in task["rows"]}
     names = ("logmel-stats", "random-init", "trained", "sim-only")
     assert set(rows) == {(n, k) for n in names for k in ("linear", "mlp")}
-    assert [r["extractor"] for r in results["rows"]][::2] == list(names)  # table order
+    assert [r["extractor"] for r in task["rows"]][::2] == list(names)  # table order
     assert {n: rows[(n, "linear")]["dim"] for n in names} == {"logmel-stats": 128, "random-init": 16,
                                                               "trained": 24, "sim-only": 12}
     assert results["extractors"]["trained"] == ckpt
-    p, clips = results["protocol"], results["clips"]
+    p, clips = task["protocol"], task["clips"]
     assert p["name"] == "synthetic" and p["multilabel"] and len(p["classes"]) == 14
     assert "seed 2000000" in p["description"] and "seed 2000001" in p["description"]
     assert clips == {"total": 36, "used": 36, "skipped": [], "unlabelled": [], "label_problems": []}
-    for r in results["rows"]:
+    for r in task["rows"]:
         assert r["n_train"] == 24 and r["n_eval"] == 12 and r["skipped"] == 0
         assert 0 < r["mAP"] <= 1 and 0 <= r["auc"] <= 1 and r["accuracy"] is None
         assert r["mAP_std"] == 0.0 and len(r["folds"]) == 1
@@ -95,7 +97,10 @@ def test_evaluate_script_end_to_end(tmp_path):
     md = (tmp_path / "run" / "results.md").read_text()
     assert "Protocol: synthetic scenes, multi-label (14 classes)" in md
     assert "| extractor | classifier | dim | mAP | AUC | d' | n train | n eval | skipped |" in md
-    assert md.count("\n| sim-only |") == 2 and "accuracy" not in md.split("| extractor")[1].split("\n")[0]
+    assert "| extractor | classifier | synthetic (mAP) | mean over tasks |" in md and "## Task synthetic" in md
+    section = md.split("## Task synthetic")[1]
+    assert section.count("\n| sim-only |") == 2 and "accuracy" not in section.split("| extractor")[1].split("\n")[0]
+    assert [s["mean"] for s in results["suite"]["scores"]] == [r["mAP"] for r in task["rows"]]
     metrics = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert len(metrics) == 8 and {m["stage"] for m in metrics} == {"evaluate"}
 
@@ -104,6 +109,7 @@ def test_folder_with_broken_files_accounts_for_every_clip(bad_folder, tmp_path):
     root, expected = bad_folder
     cfg = load_config(None, TINY + ["evaluation.classifiers=[linear]"], str(root))
     results = evaluate_encoders(cfg, {"logmel-stats": "logmel"}, RunDir(str(tmp_path / "run")))
+    [results] = results["tasks"]
     clips = results["clips"]
     skipped = {s["name"]: s["status"] for s in clips["skipped"]}
     assert skipped == {k: v for k, v in expected.items() if v not in ("ok", "silent")}
@@ -186,6 +192,8 @@ def test_audioset_protocol_uses_two_csvs(tmp_path):
                                     f"evaluation.eval_path={tmp_path / 'eval'}",
                                     f"evaluation.eval_csv={tmp_path / 'eval_segments.csv'}"])
     results = evaluate_encoders(cfg, {"logmel-stats": "logmel"})
+    assert [t["name"] for t in results["tasks"]] == ["audioset"]
+    results = results["tasks"][0]
     assert results["protocol"]["name"] == "audioset" and results["protocol"]["multilabel"]
     assert results["protocol"]["classes"] == ["/m/00", "/m/01", "/m/09x"]
     assert results["rows"][0]["n_train"] == 4 and results["rows"][0]["n_eval"] == 3

@@ -108,5 +108,6 @@ def test_audioset_gpu_preset_places_every_stage_on_logical_gpus(gpu_cluster, tmp
     ckpt_cfg = json.loads((out / "pretrain" / "configured" / "metrics.jsonl").read_text().splitlines()[-1])
     assert ckpt_cfg["step"] == 2
     results = json.loads((out / "results.json").read_text())
-    assert results["protocol"]["name"] == "audioset" and {r["extractor"].split(" ")[0] for r in results["rows"]} >= {
+    [task] = results["tasks"]  # the audioset protocol: a suite of one task
+    assert task["protocol"]["name"] == "audioset" and {r["extractor"].split(" ")[0] for r in task["rows"]} >= {
         "configured", "logmel-stats"}

@@ -113,7 +113,7 @@ def test_joint_job_through_ray_job_submit_repeats_a_local_run(head, tmp_path):
         assert ckpt["config"]["separation"]["registry"] == str(out / "registry.json")
         assert 'class="clip"' in (out / "report.html").read_text()  # the page, drawn by the job's driver
     first, second = (json.loads((out / "results.json").read_text()) for out in (job, local))
-    names = {row["extractor"] for row in first["rows"]}
+    names = {row["extractor"] for task in first["tasks"] for row in task["rows"]}
     assert {"logmel-stats", "random-init"} <= names and any(n.startswith("configured") for n in names)
     assert _stable(first) == _stable(second)
     tables = [(out / "results.md").read_text().replace(str(out), "RUN_DIR") for out in (job, local)]

@@ -55,8 +55,9 @@ def test_joint_on_a_folder_accounts_for_every_clip_and_resumes(tmp_path, bad_fol
         steps = [json.loads(x)["step"] for x in (out / "pretrain" / name / "metrics.jsonl").read_text().splitlines()]
         assert steps == [1, 2] and (out / "pretrain" / name / "encoder.pt").exists(), name
     results = json.loads((out / "results.json").read_text())
-    assert results["clips"]["total"] == len(expected)  # the evaluation accounts for every file too
-    assert {s["name"] for s in results["clips"]["skipped"]} == {s["name"] for s in report["skipped"]}
+    [task] = results["tasks"]  # the one folder source is the one task
+    assert task["clips"]["total"] == len(expected)  # the evaluation accounts for every file too
+    assert {s["name"] for s in task["clips"]["skipped"]} == {s["name"] for s in report["skipped"]}
     assert "verdict (linear" in (out / "verdict.txt").read_text()
     assert f"report: {out / 'report.html'}" in res.stdout  # the page of the run (tests/test_run_report.py)
     assert (out / "report.html").read_text().count('class="clip"') == 4  # the folder's own clips, to listen to

@@ -46,9 +46,11 @@ def test_joint_job_writes_the_report_and_prints_its_path(joint_run):
     assert f"report: {out / 'report.html'}" in stdout
     page = (out / "report.html").read_text()
     results = json.loads((out / "results.json").read_text())
-    for row in results["rows"]:  # the table holds every row of results.json
-        assert f"<td>{row['extractor']}</td>" in page.replace("&#x27;", "'")
-    assert results["protocol"]["description"] in page
+    for task in results["tasks"]:  # a table per task holds every row of results.json, its protocol stated
+        for row in task["rows"]:
+            assert f"<td>{row['extractor']}</td>" in page.replace("&#x27;", "'")
+        assert task["protocol"]["description"] in page and f"<h3>Task {task['name']}</h3>" in page
+    assert 'id="results"' in page and "mean over tasks" in page and "suite verdict (linear" in page
     assert 'id="verdict"' in page and "verdict (linear" in page
     for title in ("Separator training", "Pretraining, one line per variant", "Throughput per stage",
                   "Frozen embeddings of the evaluation clips"):
@@ -131,6 +133,33 @@ def test_incomplete_runs_give_a_page_that_says_what_is_missing(joint_run, tmp_pa
     page = Path(write_run_report(str(old), clips=1)[0]).read_text()
     assert "not a config of this version" in page and "no usable config.yaml" in page
     assert 'id="results"' in page  # the rest is still shown
+
+
+def _task(name, multilabel, acc):
+    rows = [{"extractor": e, "classifier": "linear", "dim": 8, "mAP": 0.5, "mAP_std": 0.0, "auc": 0.6, "auc_std": 0.0,
+             "d_prime": 0.3, "d_prime_std": 0.0, "accuracy": None if multilabel else a, "accuracy_std": 0.0}
+            for e, a in (("logmel-stats", acc), ("random-init", acc - 0.1))]
+    return {"name": name, "rows": rows, "clips": {"total": 5, "used": 4, "skipped": [], "unlabelled": ["u.wav"]},
+            "protocol": {"name": "folds", "description": f"{name} protocol", "multilabel": multilabel, "n_splits": 3}}
+
+
+def test_results_section_shows_the_suite_then_each_task():
+    from sslsep.evaluation.suite import suite_summary
+    from sslsep.reporting.contents import RunContents
+    from sslsep.reporting.run_report import _stages, results_section
+
+    tasks = [_task("esc50", False, 0.8), _task("scenes", True, 0.0)]
+    results = {"tasks": tasks, "suite": suite_summary(tasks, [{"name": "bare", "reason": "no labels"}])}
+    c = RunContents("/nowhere", results=results, verdict="suite verdict (linear, 2 task(s)): ...")
+    html = results_section(c)
+    assert html.index('id="results"') < html.index('id="verdict"') < html.index("<h3>Task esc50</h3>") \
+        < html.index("<h3>Task scenes</h3>")
+    assert "<th>esc50 (accuracy)</th><th>scenes (mAP)</th><th>mean over tasks</th>" in html
+    assert "<td>0.650</td>" in html  # logmel-stats: mean of 0.8 (esc50 accuracy) and 0.5 (scenes mAP)
+    assert "bare: no labels" in html and "Clips: 5 in = 4 evaluated + 0 skipped + 1 unlabelled" in html
+    assert "2 task(s) (esc50, scenes), 4 rows" in _stages(c)
+    legacy = RunContents("/nowhere", results={k: v for k, v in tasks[0].items() if k != "name"})
+    assert 'id="results"' in results_section(legacy) and "1 task(s) (folds), 2 rows" in _stages(legacy)
 
 
 def test_report_of_a_missing_directory_is_a_clear_error(tmp_path):

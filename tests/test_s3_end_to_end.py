@@ -49,7 +49,7 @@ def test_joint_with_data_and_run_directory_on_s3(s3_server, tmp_path):
         assert name in listing, name
     report = json.loads(storage.read_bytes(f"{run}/data_report.json"))
     results = json.loads(storage.read_bytes(f"{run}/results.json"))
-    assert report["total"] == 40 and results["clips"]["total"] == 40
+    assert report["total"] == 40 and results["tasks"][0]["clips"]["total"] == 40
     # the page of an s3:// run, also written where a browser opens it
     local = tmp_path / "report.html"
     res = subprocess.run([*cli, "report", "run", run, "--out", str(local), "--clips", "1", "--map", "pca"],

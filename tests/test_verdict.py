@@ -13,7 +13,8 @@ def row(name, clf, per_split, metric="accuracy"):
 
 
 def results(rows, multilabel=False):
-    return {"protocol": {"multilabel": multilabel}, "rows": rows}
+    """A suite of one task (tests/test_suite.py pools several)."""
+    return {"tasks": [{"name": "t", "protocol": {"multilabel": multilabel}, "rows": rows}]}
 
 
 def test_row_names_carry_their_seed():
@@ -86,12 +87,15 @@ def test_joint_seeds_pretrain_every_variant_per_seed(tmp_path, seeds):
             enc = out / "pretrain" / variant / f"seed-{seed}" / "encoder.pt"
             assert enc.exists(), enc
     res_json = json.loads((out / "results.json").read_text())
-    names = [r["extractor"] for r in res_json["rows"]]
+    names = [r["extractor"] for r in res_json["tasks"][0]["rows"]]
     assert "mixture-only [seed 0]" in names and "mixture-only [seed 1]" in names
     assert any(n.startswith("configured (") and n.endswith("[seed 1]") for n in names)
     assert res_json["runs"] == {"seeds": seeds}
     assert "Runs: 2 pretraining seeds (0, 1)" in (out / "results.md").read_text()
-    assert "paired over 2 runs (seeds 0, 1) x 2 splits" in (out / "verdict.txt").read_text()
+    text = (out / "verdict.txt").read_text()
+    assert "synthetic: verdict (linear, mAP)" in text and "paired over 2 runs (seeds 0, 1) x 2 splits" in text
+    assert "suite verdict (linear, 1 task(s): synthetic)" in text and "pooled over 4 pairs" in text
+    assert "over the 2 seeds' suite means" in text
     # the two seeds trained different encoders
     import torch
     a = torch.load(out / "pretrain" / "configured" / "seed-0" / "encoder.pt", weights_only=False)

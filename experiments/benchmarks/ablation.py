@@ -92,7 +92,7 @@ def main() -> None:
                           "evaluation.classifiers": args.classifiers}, origin="ablation")
     init_ray(base.ray)
     check_fits(base, ["pretrain"])
-    metric = None
+    metrics: dict[str, str] = {}  # task -> its headline metric
     table = []
     for arm in args.arms:
         if ":" in arm:
@@ -112,17 +112,23 @@ def main() -> None:
                 results = run.read_json("results.json")
             else:
                 results = evaluate_encoders(cfg, {n: e["encoder"] for n, e in encoders.items()}, run)
-            metric = "mAP" if results["protocol"]["multilabel"] else "accuracy"
-            rows = {(r["extractor"], r["classifier"]): r for r in results["rows"]}
-            for clf in args.classifiers:
-                ours, mix = rows[(pipeline.MAIN, clf)], rows[("mixture-only", clf)]
-                pairs.setdefault(clf, []).extend((a[metric], b[metric]) for a, b in zip(ours["folds"], mix["folds"]))
-                per_seed.append({"seed": seed, "classifier": clf, "separated": ours[metric],
-                                 "mixture_only": mix[metric]})
-        line = {"arm": name, "values": values, "metric": metric, "seeds": args.seeds, "wall_s":
+            from sslsep.evaluation.suite import headline_metric, task_results
+
+            for task in task_results(results):  # every task of the suite, each on its headline metric
+                metric = metrics[task["name"]] = headline_metric(task)
+                rows = {(r["extractor"], r["classifier"]): r for r in task["rows"]}
+                for clf in args.classifiers:
+                    ours, mix = rows[(pipeline.MAIN, clf)], rows[("mixture-only", clf)]
+                    pairs.setdefault(clf, []).extend((a[metric], b[metric])
+                                                     for a, b in zip(ours["folds"], mix["folds"]))
+                    per_seed.append({"seed": seed, "task": task["name"], "classifier": clf,
+                                     "separated": ours[metric], "mixture_only": mix[metric]})
+        line = {"arm": name, "values": values, "metric": dict(metrics), "seeds": args.seeds, "wall_s":
                 round(time.monotonic() - t0, 1), "per_seed": per_seed}
         for clf, pr in pairs.items():
-            seed_diffs = [p["separated"] - p["mixture_only"] for p in per_seed if p["classifier"] == clf]
+            # each seed's suite mean difference (mean over tasks)
+            seed_diffs = [statistics.fmean(p["separated"] - p["mixture_only"] for p in per_seed
+                                           if p["classifier"] == clf and p["seed"] == sd) for sd in args.seeds]
             line[clf] = {"separated": statistics.fmean(a for a, _ in pr),
                          "mixture_only": statistics.fmean(b for _, b in pr), **paired(pr),
                          # the verdict's estimate: runs are the independent units (pipeline.verdict)

@@ -63,8 +63,9 @@ def main() -> None:
         tag = f"@{step}" + (f" s{seed}" if seed is not None else "")
         extractors[f"configured{tag}"], extractors[f"mixture-only{tag}"] = ours[(step, seed)], mix[(step, seed)]
     results = evaluate_encoders(cfg, extractors)
-    metric = "mAP" if results["protocol"]["multilabel"] else "accuracy"
-    rows = {(r["extractor"], r["classifier"]): r for r in results["rows"]}
+    from sslsep.evaluation.suite import headline_metric, task_results
+
+    tasks = task_results(results)  # every task of the suite, each on its headline metric
     curve = []
     for clf in args.classifiers:
         for step in sorted({s for s, _ in points}):
@@ -72,10 +73,15 @@ def main() -> None:
             pairs, means = [], []
             for sd in seeds:
                 tag = f"@{step}" + (f" s{sd}" if sd is not None else "")
-                a, b = rows[(f"configured{tag}", clf)], rows[(f"mixture-only{tag}", clf)]
-                d = [x[metric] - y[metric] for x, y in zip(a["folds"], b["folds"])]
-                pairs.append((a[metric], b[metric], d))
-                means.append(statistics.fmean(d))
+                seed_d = []
+                for task in tasks:
+                    metric = headline_metric(task)
+                    rows = {(r["extractor"], r["classifier"]): r for r in task["rows"]}
+                    a, b = rows[(f"configured{tag}", clf)], rows[(f"mixture-only{tag}", clf)]
+                    d = [x[metric] - y[metric] for x, y in zip(a["folds"], b["folds"])]
+                    pairs.append((a[metric], b[metric], d))
+                    seed_d += d
+                means.append(statistics.fmean(seed_d))  # the seed's suite mean (pooled over tasks x splits)
             flat = [x for _, _, d in pairs for x in d]
             units = means if len(means) >= 2 else flat
             se = statistics.stdev(units) / math.sqrt(len(units)) if len(units) >= 2 else float("nan")
@@ -84,8 +90,9 @@ def main() -> None:
                           "mixture_only": statistics.fmean(b for _, b, _ in pairs),
                           "diff": statistics.fmean(flat), "se": se, "se_over": "seeds" if len(means) >= 2 else "splits",
                           "splits_won": sum(x > 0 for x in flat), "splits": len(flat)})
-    out = {"benchmark": "budget_curve", "run_dir": str(run), "metric": metric,
-           "protocol": results["protocol"]["description"], "curve": curve}
+    out = {"benchmark": "budget_curve", "run_dir": str(run),
+           "metric": {t["name"]: headline_metric(t) for t in tasks},
+           "protocol": {t["name"]: t["protocol"]["description"] for t in tasks}, "curve": curve}
     res = REPO / "experiments" / "benchmarks" / "results" / f"budget_curve{'_' + args.tag if args.tag else ''}.json"
     res.write_text(json.dumps(out, indent=1))
     print("| classifier | step | separated | mixture-only | diff | s.e. | splits won |")

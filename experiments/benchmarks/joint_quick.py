@@ -81,8 +81,10 @@ def main() -> None:
     sampler.join()
     verdict = Path(out, "verdict.txt").read_text().strip().splitlines() if Path(out, "verdict.txt").exists() else []
     results = json.loads(Path(out, "results.json").read_text()) if Path(out, "results.json").exists() else {}
-    rows = [{k: r.get(k) for k in ("extractor", "classifier", "mAP", "mAP_std", "auc", "d_prime", "accuracy",
-                                   "accuracy_std")} for r in results.get("rows", [])]
+    tasks = results.get("tasks") or ([{**results, "name": "task"}] if results else [])  # (before the suite: one)
+    rows = [{"task": t["name"], **{k: r.get(k) for k in ("extractor", "classifier", "mAP", "mAP_std", "auc", "d_prime",
+                                                          "accuracy", "accuracy_std")}}
+            for t in tasks for r in t["rows"]]
     target_s = args.target_min * 60
     res = {"bench": "joint_quick", "returncode": rc, "data": args.data or "synthetic", "extra": args.extra,
            "wall_s": round(wall, 1), "target_s": target_s, "wall_ratio": round(wall / target_s, 3),

@@ -57,6 +57,9 @@ def evaluate_command(args) -> dict:
         init_ray(cfg.ray)
         check_fits(cfg, ["evaluate"])  # the embedding actor pool fits the cluster, or exit 2
     results = evaluate_encoders(cfg, specs, run)
-    print(f"evaluation: {results['protocol']['description']}")
+    for task in results["tasks"]:
+        print(f"evaluation [{task['name']}]: {task['protocol']['description']}")
+    for skip in results["suite"]["not_tasks"]:
+        print(f"evaluation [{skip['name']}]: not a task ({skip['reason']})")
     print(f"results: {run.uri('results.md')} ({results['wall_s']:.0f} s)")
     return results

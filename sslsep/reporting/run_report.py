@@ -1,13 +1,15 @@
 """`sslsep report run RUN_DIR`: one self-contained HTML page of a run (RUN_DIR/report.html),
 opened offline in a browser, from a local run directory or downloaded from s3://.
 
-    results     the results table and the verdict, with the protocol stated
+    results     the suite table (each task's headline metric, the mean over tasks), the
+                verdict, then each task's table with its protocol stated
     curves      separator validation against step (convergence states marked); pretraining
                 loss parts, coincidence accuracy and the live monitor, one line per variant;
                 throughput per stage
     listening   a few clips: the mixture, each convergence state's active channels, the views
                 drawn, as audio with log-mel spectrograms (sslsep.reporting.listening)
-    maps        t-SNE / PCA of the evaluation clips' frozen embeddings per extractor
+    maps        t-SNE / PCA of the evaluation clips' frozen embeddings per extractor (the
+                suite's first task)
     data        the data stage's accounting
 
 An incomplete run (interrupted, a stage not run, an older layout) gives a page of what exists,
@@ -35,7 +37,7 @@ def _stages(c: RunContents) -> str:
         "separation": f"{len(c.registry.get('separators', []))} convergence states "
                       f"({', '.join(e['name'] for e in c.registry.get('separators', []))})" if c.registry else None,
         "pretraining": f"{len(c.pretrain)} variant(s): {', '.join(sorted(c.pretrain))}" if c.pretrain else None,
-        "evaluation": f"{len(c.results['rows'])} rows" if c.results else None}
+        "evaluation": _evaluation_state(c.results) if c.results else None}
     return figures.table(["stage", "state"], [[k, v or "not run / not finished"] for k, v in done.items()],
                          "stages")
 
@@ -44,26 +46,58 @@ def _fmt(mean, std, digits: int = 3) -> str:
     return "—" if mean is None else f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if std else "")
 
 
-def results_section(c: RunContents) -> str:
-    head = "<h2>Results</h2>"
-    if c.results is None:
-        return head + '<p class="missing">no results.json: the evaluation stage did not finish</p>'
-    r = c.results
-    p, clips = r["protocol"], r["clips"]
+def _evaluation_state(results: dict) -> str:
+    from sslsep.evaluation.suite import task_results
+
+    tasks = task_results(results)
+    return (f"{len(tasks)} task(s) ({', '.join(t['name'] for t in tasks)}), "
+            f"{sum(len(t['rows']) for t in tasks)} rows")
+
+
+def suite_table(r: dict) -> str:
+    """The suite table: extractor, classifier, each task's headline metric, mean over tasks."""
+    suite, names = r["suite"], [t["name"] for t in r["tasks"]]
+    metric = {t["name"]: t["metric"] for t in suite["tasks"]}
+    rows = [[s["extractor"], s["classifier"], *(_fmt(s["per_task"].get(n), None) for n in names), _fmt(s["mean"], None)]
+            for s in suite["scores"]]
+    return figures.table(["extractor", "classifier", *(f"{n} ({metric[n]})" for n in names), "mean over tasks"],
+                         rows, "results")  # the page's results table (id kept from one protocol)
+
+
+def task_section(t: dict, heading: bool) -> str:
+    """One task's protocol, accounting and table (as the page showed the one protocol before)."""
+    p, clips = t["protocol"], t["clips"]
     single = not p["multilabel"]
     metrics = ["mAP", "auc", "d_prime"] + (["accuracy"] if single else [])
     rows = [[row["extractor"], row["classifier"], row["dim"],
              *(_fmt(row.get(m), row.get(f"{m}_std"), 2 if m == "d_prime" else 3) for m in metrics)]
-            for row in r["rows"]]
+            for row in t["rows"]]
     table = figures.table(["extractor", "classifier", "dim", "mAP", "AUC", "d'"] + (["accuracy"] if single else []),
-                          rows, "results")
-    seeds = r.get("runs", {}).get("seeds", [])
-    return (head + f"<p>Protocol: {esc(p['description'])}. Splits: {p['n_splits']}; mean ± std over them"
+                          rows, f"results-{t['name']}" if heading else "results")
+    seeds = t.get("runs", {}).get("seeds", [])
+    return ((f"<h3>Task {esc(t['name'])}</h3>" if heading else "")
+            + f"<p>Protocol: {esc(p['description'])}. Splits: {p['n_splits']}; mean ± std over them"
             + (f"; {len(seeds)} pretraining seeds, a row per variant and seed" if seeds else "")
             + f". Clips: {clips['total']} in = {clips['used']} evaluated + {len(clips['skipped'])} skipped + "
-            f"{len(clips['unlabelled'])} unlabelled.</p>" + table
-            + (f'<pre id="verdict">{esc(c.verdict)}</pre>' if c.verdict else
-               '<p class="missing">no verdict.txt</p>'))
+            f"{len(clips['unlabelled'])} unlabelled.</p>" + table)
+
+
+def results_section(c: RunContents) -> str:
+    """The suite table and the verdict, then each task's table (a results.json of before the
+    suite: its one table and the verdict)."""
+    head = "<h2>Results</h2>"
+    if c.results is None:
+        return head + '<p class="missing">no results.json: the evaluation stage did not finish</p>'
+    r = c.results
+    verdict = (f'<pre id="verdict">{esc(c.verdict)}</pre>' if c.verdict else '<p class="missing">no verdict.txt</p>')
+    if "tasks" not in r:
+        return head + task_section({**r, "name": "task"}, heading=False) + verdict
+    not_tasks = r["suite"].get("not_tasks") or []
+    return (head + f"<p>Suite: {len(r['tasks'])} task(s), each on its headline metric (accuracy single-label, mAP "
+            "multi-label; mean over its splits), and the mean over tasks.</p>" + suite_table(r)
+            + ("<p>Not tasks: " + "; ".join(f"{esc(t['name'])}: {esc(t['reason'])}" for t in not_tasks) + ".</p>"
+               if not_tasks else "")
+            + verdict + "".join(task_section(t, heading=True) for t in r["tasks"]))
 
 
 def monitor_protocol(c: RunContents) -> str:
