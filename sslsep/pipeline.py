@@ -27,47 +27,79 @@ MAIN = "configured"  # the variant name of the configured model (not a control)
 
 
 def data_stage(cfg: ExperimentConfig, run: RunDir) -> dict:
-    """Account for the configured source before training: count its clips from metadata
-    (listing, labels, shard footers), then decode `data.check_clips` of them in hash order of
-    their ids (`data.check: sample`, the default: a cost independent of the corpus size, and
-    the whole corpus when it is smaller) or stream every clip through Ray Data once
-    (`data.check: full`). RUN_DIR/data_report.json."""
-    from sslsep.data.sources import clip_dataset, hash_sample, listed_clips, resolve_source
+    """Account for the configured sources before training: count each source's clips from
+    metadata (listing, labels, shard footers), then decode `data.check_clips` of them in hash
+    order of their ids (`data.check: sample`, the default: a cost independent of the corpus
+    size, and the whole corpus when it is smaller; a mix takes from each source in proportion
+    to its clips) or stream every clip through Ray Data once (`data.check: full`). Every figure
+    is kept per source as well (`sources`), and a source that is missing or unreadable stops
+    the run here, named. RUN_DIR/data_report.json."""
+    from sslsep.data.sources import clip_dataset, hash_sample, leaves, open_source
 
     if run.exists("data_report.json"):
         print(f"data: done already ({run.uri('data_report.json')})")
         return run.read_json("data_report.json")
-    kind = resolve_source(cfg.data)
+    source = open_source(cfg.data)
     t0 = time.monotonic()
-    listed, problems = listed_clips(cfg.data)
-    report = DecodeReport()
-    for problem in problems:
-        report.add_label_problem(*problem)
+    per: dict[str, dict] = {}
+    reports: dict[str, DecodeReport] = {}
+    for child, weight in leaves(source):
+        try:
+            n, problems = child.listed()
+        except (OSError, ValueError) as e:
+            raise type(e)(f"data: source {child.name!r}: {e}") from e
+        per[child.name] = {"name": child.name, "kind": child.kind, "path": child.cfg.path, "weight": weight,
+                           "listed": n, "audio_s": 0.0}
+        reports[child.name] = DecodeReport()
+        for problem in problems:
+            reports[child.name].add_label_problem(*problem)
+    listed = sum(p["listed"] for p in per.values())
+    only = next(iter(per)) if len(per) == 1 else None
+
+    def add(row_source, cid, status, detail, samples) -> None:
+        name = only or str(row_source)
+        reports[name].add(str(cid), str(status), str(detail))
+        per[name]["audio_s"] += samples / cfg.audio.sample_rate
+
     full = cfg.data.check == "full" or listed <= cfg.data.check_clips
-    seconds = 0.0
     if full:
         from tqdm import tqdm
 
-        bar = tqdm(total=listed, desc=f"data ({kind})", unit="clip", mininterval=0.5)
+        bar = tqdm(total=listed, desc=f"data ({source.kind})", unit="clip", mininterval=0.5)
         for batch in clip_dataset(cfg.data, cfg.audio).iter_batches(batch_size=64, batch_format="numpy"):
-            for cid, status, detail in zip(batch["clip_id"], batch["status"], batch["detail"]):
-                report.add(str(cid), str(status), str(detail))
-            seconds += batch["audio"].shape[0] * batch["audio"].shape[1] / cfg.audio.sample_rate
+            for src, cid, status, detail in zip(batch["source"], batch["clip_id"], batch["status"], batch["detail"]):
+                add(src, cid, status, detail, batch["audio"].shape[1])
             bar.update(len(batch["clip_id"]))
         bar.close()
     else:
         for r in hash_sample(cfg.data, cfg.audio, cfg.data.check_clips):
-            report.add(r["clip_id"], r["status"], r["detail"])
-            seconds += len(r["audio"]) / cfg.audio.sample_rate
+            add(r["source"], r["clip_id"], r["status"], r["detail"], len(r["audio"]))
     wall = time.monotonic() - t0
+    report = DecodeReport()
+    for name, rep in reports.items():
+        for key in ("counts", "converted"):
+            getattr(report, key).update(getattr(rep, key))
+        report.skipped += rep.skipped
+        report.silent += rep.silent
+        report.label_problems += rep.label_problems
+        per[name].update(checked="every clip" if full else f"a sample of {rep.total} of {per[name]['listed']}",
+                         audio_hours=round(per[name].pop("audio_s") / 3600, 3), **rep.to_dict())
     checked = "every clip" if full else f"a sample of {report.total} of {listed} clips (hash order of ids)"
-    out = {"source": kind, "path": cfg.data.path, "listed": listed, "checked": checked, "wall_s": round(wall, 2),
+    seconds = sum(p["audio_hours"] for p in per.values()) * 3600
+    out = {"source": source.kind, "path": cfg.data.path, "listed": listed, "checked": checked, "wall_s": round(wall, 2),
            "clips_per_s": round(report.total / wall, 2), "audio_hours": round(seconds / 3600, 3),
-           **report.to_dict()}
+           **report.to_dict(), "sources": list(per.values())}
     run.write_json("data_report.json", out)
     run.log_metrics({"stage": "data", "listed": listed, "clips": report.total, "kept": report.kept,
                      "skipped": len(report.skipped), "clips_per_s": out["clips_per_s"]})
+    for p in per.values() if len(per) > 1 else ():  # one source: the line above is its own
+        run.log_metrics({"stage": "data", "source": p["name"], "listed": p["listed"], "clips": p["total"],
+                         "kept": p["kept"], "skipped": len(p["skipped"])})
     print(f"data: checked {checked}")
+    if len(per) > 1:
+        for p in per.values():
+            print(f"  {p['name']} ({p['kind']}, weight {p['weight']:g}): {p['listed']} listed, {p['total']} checked, "
+                  f"{p['kept']} kept, {len(p['skipped'])} skipped")
     print(report.summary())
     return out
 

@@ -127,8 +127,16 @@ def data_section(c: RunContents) -> str:
     if d is None:
         return ""
     skipped = d.get("skipped") or []
-    return (f"<h2>Data</h2><p>{esc(d.get('source'))} {esc(d.get('path') or '')}: {d.get('listed')} clips listed; "
+    head = (f"<h2>Data</h2><p>{esc(d.get('source'))} {esc(d.get('path') or '')}: {d.get('listed')} clips listed; "
             f"checked {esc(d.get('checked'))}: {d.get('kept')} usable, {len(skipped)} skipped.</p>")
+    per = d.get("sources") or []
+    if not per:  # a report of an older run: no per-source accounting
+        return head
+    rows = [[p.get("name"), p.get("kind"), f"{p.get('weight', 1):g}", p.get("listed"), p.get("total"), p.get("kept"),
+             len(p.get("skipped") or []), len(p.get("silent") or []), len(p.get("label_problems") or []),
+             p.get("audio_hours")] for p in per]
+    return head + figures.table(["source", "kind", "weight", "listed", "checked", "usable", "skipped", "silent",
+                                 "label problems", "hours checked"], rows, "data-sources")
 
 
 def render(c: RunContents, clips: int = 4, method: str = "tsne") -> str:
