@@ -154,3 +154,14 @@ def test_the_ray_stream_honours_weights_at_shard_granularity(ray_session, corpor
     assert len(ids) == 24 and set(ids.values()) == {1}  # every shard once over the three passes
     street_epochs = Counter(r["epoch"] for r in rows if r["source"] == "street")
     assert street_epochs == {e: 10 for e in range(6)}  # street's own passes 0..5: views differ per pass
+
+
+def test_a_mix_of_scenes_and_a_folder_streams_one_clip_length(corpora):
+    bad, _, _ = corpora
+    cfg = load_config(None, BASE + ["data.synth.num_clips=6", f"data.sources=[{{path: ''}}, {{path: {bad}}}]"])
+    rows = list(iter_clips(cfg.data, cfg.audio))
+    assert Counter(r["source"] for r in rows) == {"synthetic": 6, "street": 10}
+    assert {r["audio"].shape for r in rows} == {(16000,)}
+    val = hash_sample(cfg.data, cfg.audio, 8, split="val", val_fraction=0.5)
+    scenes = [r["clip_id"] for r in val if r["source"] == "synthetic"]
+    assert scenes and all(c.startswith("synthetic:synth-1000003-") for c in scenes)  # the validation seed
