@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 
 import numpy as np
-import soundfile as sf
 import torch
 import torchaudio
 
@@ -62,6 +61,8 @@ def _wav_truncated(data: bytes) -> bool:
 
 def read_audio(data: bytes) -> tuple[np.ndarray, int]:
     """Encoded bytes -> (float32 (frames, channels), rate). Raises on undecodable input."""
+    import soundfile as sf  # here: the model code that imports this module runs without it (gpu.py)
+
     audio, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
     return audio, int(rate)
 
@@ -139,9 +140,13 @@ def decode_clip(data: bytes, cfg: AudioConfig, key: str = "") -> Decoded:
         return Decoded(None, "empty", "file has 0 bytes")
     try:
         audio, rate = read_audio(data)
+    except ImportError:
+        raise  # no decoder installed: never a property of the clip
     except Exception as e:  # libsndfile reports every corruption as a generic error
         # libsndfile names the in-memory buffer ("Error opening <_io.BytesIO ...>"): drop it
         msg = re.sub(r"^Error opening <[^>]*>:\s*", "", str(e).strip()) or type(e).__name__
+        import soundfile as sf
+
         try:
             info_ok = sf.info(io.BytesIO(data)).frames > 0
         except Exception:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -28,22 +29,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 
+@functools.cache
+def _loader():
+    """YAML 1.1 reads 1e-3 as a string (it wants 1.0e-3); people write 1e-3. Built on first
+    use: the model code that imports this module runs without PyYAML (gpu.py)."""
+    import yaml
 
-class _Loader(yaml.SafeLoader):
-    """YAML 1.1 reads 1e-3 as a string (it wants 1.0e-3); people write 1e-3."""
+    class Loader(yaml.SafeLoader):
+        pass
 
-
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"""^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?(?:[eE][-+]?[0-9]+)?|\.[0-9_]+(?:[eE][-+]?[0-9]+)?
-                |[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$""", re.X),
-    list("-+0123456789."))
+    Loader.add_implicit_resolver(
+        "tag:yaml.org,2002:float",
+        re.compile(r"""^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?(?:[eE][-+]?[0-9]+)?|\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+                    |[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$""", re.X),
+        list("-+0123456789."))
+    return Loader
 
 
 def _yaml(text: str):
-    return yaml.load(text, Loader=_Loader)
+    import yaml
+
+    return yaml.load(text, Loader=_loader())
 
 
 class ConfigError(ValueError):
@@ -654,6 +661,8 @@ def _validate_evaluation(cfg: ExperimentConfig, origin: str) -> None:
 
 def parse_override(text: str) -> tuple[list[str], Any]:
     """'a.b.c=VALUE' -> (['a','b','c'], yaml-parsed VALUE)."""
+    import yaml
+
     if "=" not in text:
         raise ConfigError(f"--set {text!r}: expected dotted.key=value")
     key, raw = text.split("=", 1)
@@ -681,6 +690,8 @@ def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] 
                 data: str | typing.Sequence[str] | None = None) -> ExperimentConfig:
     """Defaults <- YAML file <- `--set` overrides <- `--data` (a shortcut: one path sets
     data.path, several set data.sources, one entry each with weight 1)."""
+    import yaml
+
     cfg = ExperimentConfig()
     if path is not None:
         origin = str(path)
@@ -789,6 +800,8 @@ def check_values(values: typing.Mapping[str, Any], origin: str) -> None:
 
 
 def dump_yaml(cfg: Any) -> str:
+    import yaml
+
     return yaml.safe_dump(to_dict(cfg), sort_keys=False)
 
 

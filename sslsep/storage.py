@@ -25,7 +25,6 @@ import random
 import time
 from typing import Callable, Iterable, TypeVar
 
-import fsspec
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -62,6 +61,8 @@ def get_fs(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
         # legacy default spends 8-25 s per call on a dead endpoint before our layer sees it)
         kwargs["config_kwargs"] = {"retries": {"mode": os.environ.get("AWS_RETRY_MODE", "standard"),
                                                "max_attempts": int(os.environ.get("AWS_MAX_ATTEMPTS", "3"))}}
+    import fsspec  # here, not at import: the model code that imports this module runs without it (gpu.py)
+
     fs, path = fsspec.core.url_to_fs(uri, **kwargs)
     return fs, path
 
