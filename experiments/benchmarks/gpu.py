@@ -42,6 +42,10 @@ SIZES = {
     "full": dict(separator="paper", encoder="resnet", embed_dim=512, clip_s=10.0, crop_s=2.0, context_s=0.5,
                  sep_batch=4, aug_batch=32, pre_batch=128, views=2, separated_share=2 / 3, steps=10, warmup=3,
                  max_batch=4096),
+    # the laptop preset (experiments/configs/quick.yaml): what compute_efficiency.py measures on CPU
+    "quick": dict(separator="quick", encoder="compact", embed_dim=128, clip_s=4.0, crop_s=2.0, context_s=0.5,
+                  sep_batch=8, aug_batch=8, pre_batch=16, views=2, separated_share=2 / 3, steps=5, warmup=2,
+                  max_batch=0),
     "tiny": dict(separator="quick", encoder="compact", embed_dim=64, clip_s=1.0, crop_s=0.5, context_s=0.1,
                  sep_batch=2, aug_batch=2, pre_batch=4, views=2, separated_share=2 / 3, steps=2, warmup=1,
                  max_batch=0),
