@@ -196,6 +196,9 @@ class TrainingConfig:
     use_ray: bool = _f(True, help="false: the same loop in this process (world size 1)")
     resources: dict[str, float] = _f({}, help="custom Ray resources each worker also holds, e.g. {trainer_node: "
                                      "0.01}: pins the workers to the nodes that offer them (`ray start --resources`)")
+    profile_steps: int = _f(0, min=0, help="torch.profiler over this many steps after the first report, on rank 0: "
+                            "ms per step of data wait, forward (log-mel, CNN), backward, optimizer, report; "
+                            "RUN_DIR/profile_<stage>.json and a Chrome trace (0 = off)")
 
 
 @dataclass

@@ -168,8 +168,10 @@ class AudioEncoder(nn.Module):
         if audio.shape[-1] < self.n_fft:
             # The STFT's reflect padding needs more than half a window of signal.
             audio = F.pad(audio, (0, self.n_fft - audio.shape[-1]))  # (B, n_fft)
-        x = self.input_norm(self.logmel(audio))  # (B, n_mels, T_mel)
-        x = self.cnn(x.unsqueeze(1))  # (B, C, F', T')
+        with torch.profiler.record_function("sslsep/logmel"):  # parts of a profiled step (training.profile)
+            x = self.input_norm(self.logmel(audio))  # (B, n_mels, T_mel)
+        with torch.profiler.record_function("sslsep/cnn"):
+            x = self.cnn(x.unsqueeze(1))  # (B, C, F', T')
         B, C, Fq, T = x.shape
         x = x.permute(0, 3, 1, 2).reshape(B, T, C * Fq)  # (B, T', C * F')
         return self.frame_proj(x)  # (B, T', D)

@@ -193,6 +193,10 @@ class VariantLogs:
         for n, line in split_metrics(metrics, list(self.runs)).items():
             self.runs[n].log_metrics(line)
 
+    def write_text(self, name: str, text: str) -> str:
+        """A file of the group (a profile): in the first variant's directory."""
+        return next(iter(self.runs.values())).write_text(name, text)
+
 
 def train_loop(config: dict) -> None:
     """Per-worker pretraining. config = {"cfg": dict, "run_dir": str, "local": bool} for one model,

@@ -22,6 +22,7 @@ import torch
 from sslsep.config import TrainingConfig
 from sslsep.session import device as session_device
 from sslsep.training.faults import stamp_step
+from sslsep.training.profile import StepProfiler
 from sslsep.training.schedule import autocast, grad_scaler, lr_factor, resolve_precision, set_lr
 
 StepFn = Callable[[torch.nn.Module, dict], tuple[torch.Tensor, dict]]
@@ -50,6 +51,7 @@ class LoopSettings:
     use_ray: bool = True
     resources: tuple[tuple[str, float], ...] = ()  # custom Ray resources per worker (pins them to nodes)
     fake_gpus: bool = False            # GPUs are logical only: gloo, CPU (ray.fake_gpus)
+    profile_steps: int = 0             # torch.profiler over this many steps on rank 0 (sslsep.training.profile)
 
     @classmethod
     def of(cls, stage: str, sc: TrainingConfig, report_every: int, fake_gpus: bool = False) -> LoopSettings:
@@ -59,7 +61,8 @@ class LoopSettings:
                    grad_clip=sc.grad_clip, max_minutes=sc.max_minutes,
                    torch_threads=sc.torch_threads or max(1, int(sc.cpus_per_worker)),
                    num_workers=sc.num_workers, use_gpu=sc.use_gpu, cpus_per_worker=sc.cpus_per_worker,
-                   use_ray=sc.use_ray, resources=tuple(sorted(sc.resources.items())), fake_gpus=fake_gpus)
+                   use_ray=sc.use_ray, resources=tuple(sorted(sc.resources.items())), fake_gpus=fake_gpus,
+                   profile_steps=sc.profile_steps)
 
 
 def _mean(values: list[float]) -> float:
@@ -128,47 +131,56 @@ def run_loop(session, s: LoopSettings, model: torch.nn.Module, optimizer: torch.
     t_start, window = time.monotonic(), Window()
     done = step >= s.steps
     restored_step = running = step
+    first_report = min((step // s.report_every + 1) * s.report_every, max(step, s.steps - s.profile_steps))
+    prof = StepProfiler(s.stage, first_report, s.profile_steps, run.write_text, session.rank == 0)
     try:
         while not done:
             t_wait, batches = time.monotonic(), 0
+            prof.wait_begins()
             for batch in session.batches():
+                prof.wait_ends()
                 batches += 1
                 running = step + 1  # the step this batch makes
                 t0 = time.monotonic()
                 batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
                 lr = set_lr(optimizer, s.lr, lr_factor(step, s.steps, s.warmup_steps, s.lr_schedule))
-                with autocast(precision, device):
+                with prof.part("forward"), autocast(precision, device):
                     loss, parts = step_fn(wrapped, batch)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                if s.grad_clip:
-                    scaler.unscale_(optimizer)
-                    for params in (clip_groups(core) if clip_groups else [core.parameters()]):
-                        torch.nn.utils.clip_grad_norm_(params, s.grad_clip)
-                scaler.step(optimizer)
-                scaler.update()
+                with prof.part("backward"):
+                    optimizer.zero_grad(set_to_none=True)
+                    scaler.scale(loss).backward()
+                with prof.part("optimizer"):
+                    if s.grad_clip:
+                        scaler.unscale_(optimizer)
+                        for params in (clip_groups(core) if clip_groups else [core.parameters()]):
+                            torch.nn.utils.clip_grad_norm_(params, s.grad_clip)
+                    scaler.step(optimizer)
+                    scaler.update()
                 step += 1
                 window.add(parts, _batch_size(batch), t0 - t_wait, time.monotonic() - t0)
                 elapsed = elapsed_before + time.monotonic() - t_start
                 done = session.any_rank(step >= s.steps or elapsed >= budget_s)
                 keep = step in keep_steps or done
                 if step % s.report_every == 0 or keep:
-                    metrics = {"stage": s.stage, "step": step, "elapsed_s": round(elapsed, 1), "lr": lr,
-                               **window.summary(session.world_size), "final": done}
-                    window = Window()
-                    if done:
-                        metrics["stopped_by"] = "steps" if step >= s.steps else "max_minutes"
-                    if session.rank == 0:
-                        if validate is not None:
-                            metrics.update(validate(core, step, done))
-                        if keep:
-                            save(core, step, metrics, done)
-                        run.log_metrics(metrics)
-                    session.report(metrics, {"model": core.state_dict(), "optimizer": optimizer.state_dict(),
-                                             "scaler": scaler.state_dict(), "step": step, "elapsed_s": elapsed})
+                    with prof.part("report"):
+                        metrics = {"stage": s.stage, "step": step, "elapsed_s": round(elapsed, 1), "lr": lr,
+                                   **window.summary(session.world_size), "final": done}
+                        window = Window()
+                        if done:
+                            metrics["stopped_by"] = "steps" if step >= s.steps else "max_minutes"
+                        if session.rank == 0:
+                            if validate is not None:
+                                metrics.update(validate(core, step, done))
+                            if keep:
+                                save(core, step, metrics, done)
+                            run.log_metrics(metrics)
+                        session.report(metrics, {"model": core.state_dict(), "optimizer": optimizer.state_dict(),
+                                                 "scaler": scaler.state_dict(), "step": step, "elapsed_s": elapsed})
+                prof.after_step(step)
                 if done:
                     break
                 t_wait = time.monotonic()
+                prof.wait_begins()
             if batches == 0:
                 raise ValueError(no_batch)
     except Exception as e:  # the step it was running: a repeat after a restart is a bug (training.faults)
