@@ -125,7 +125,9 @@ def _local_view_batches(cfg: ExperimentConfig, epoch: int) -> Iterator[dict]:
     from sslsep.data.sources import KEEP_STATUSES, iter_clips
     from sslsep.views.service import SeparationAugmenter
 
+    threads = torch.get_num_threads()
     aug = SeparationAugmenter(cfg.separation.registry, to_dict(cfg))
+    torch.set_num_threads(threads)  # the augmenter sets its actor's threads; here it shares the trainer's process
     rows = []
     for r in iter_clips(cfg.data, cfg.audio):
         if r["status"] in KEEP_STATUSES:
