@@ -3,6 +3,7 @@ shards of another folder. Accounting per source, weights, errors that name the s
 
 from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from sslsep.config import ConfigError, load_config
 from sslsep.data.pack import pack_folder
 from sslsep.data.sources import MixSource, clip_dataset, hash_sample, iter_clips, open_source, plan_passes
 from sslsep.pipeline import data_stage
+from sslsep.reporting.run_report import data_section
 from sslsep.run import RunDir
 
 BASE = ["audio.clip_seconds=1.0", "pretrain.batch_clips=4", "separation.batch_clips=4"]
@@ -127,6 +129,9 @@ def test_data_stage_accounts_per_source_on_a_sample(corpora, tmp_path):
     assert per["street"]["label_problems"] and not per["shards"]["label_problems"]  # missing.wav is in street's CSV
     lines = [m for m in RunDir(str(tmp_path / "run")).metrics() if m.get("source")]
     assert {m["source"]: m["clips"] for m in lines} == {"street": per["street"]["total"], "shards": per["shards"]["total"]}
+    page = data_section(SimpleNamespace(data_report=report))  # the run report's data panel: a row per source
+    assert 'id="data-sources"' in page and "<td>street</td><td>folder</td>" in page
+    assert "<td>shards</td><td>parquet</td>" in page
 
 
 def test_the_ray_stream_reads_the_mix_with_exact_accounting(ray_session, corpora, tmp_path):
