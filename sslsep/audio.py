@@ -202,6 +202,14 @@ class DecodeReport:
         for conv in filter(None, (d.strip() for d in detail.split(";"))):
             self.converted[conv.split(" from ")[0]] += 1
 
+    def merge(self, other: "DecodeReport") -> None:
+        """Add another report's counts and named clips (e.g. one per source) to this one."""
+        self.counts.update(other.counts)
+        self.converted.update(other.converted)
+        self.skipped += other.skipped
+        self.silent += other.silent
+        self.label_problems += other.label_problems
+
     @property
     def total(self) -> int:
         return sum(self.counts.values())

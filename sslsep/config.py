@@ -159,14 +159,18 @@ def source_entries(data: DataConfig) -> list[tuple[str, float, DataConfig]]:
     the config)."""
     if not data.sources:
         return [(source_name(data.path, data.source), 1.0, data)]
-    out = []
-    for entry in data.sources:
-        one = copy.deepcopy(data)
-        one.sources = []
-        one.source, one.path, one.labels_csv = entry.kind, entry.path, entry.labels_csv
-        one.class_index_csv, one.max_clips = entry.class_index_csv, entry.max_clips
-        out.append((entry.name or source_name(entry.path, entry.kind), entry.weight, one))
-    return out
+    return [(entry.name or source_name(entry.path, entry.kind), entry.weight, one_source(data, entry))
+            for entry in data.sources]
+
+
+def one_source(data: DataConfig, entry) -> DataConfig:
+    """`data` (its decoding settings) reading the one source of `entry` (a SourceConfig or a
+    TaskConfig: path, kind, labels_csv, class_index_csv, max_clips)."""
+    one = copy.deepcopy(data)
+    one.sources = []
+    one.source, one.path, one.labels_csv = entry.kind, entry.path, entry.labels_csv
+    one.class_index_csv, one.max_clips = entry.class_index_csv, entry.max_clips
+    return one
 
 
 def source_name(path: str, kind: str = "auto") -> str:

@@ -77,11 +77,7 @@ def data_stage(cfg: ExperimentConfig, run: RunDir) -> dict:
     wall = time.monotonic() - t0
     report = DecodeReport()
     for name, rep in reports.items():
-        for key in ("counts", "converted"):
-            getattr(report, key).update(getattr(rep, key))
-        report.skipped += rep.skipped
-        report.silent += rep.silent
-        report.label_problems += rep.label_problems
+        report.merge(rep)
         per[name].update(checked="every clip" if full else f"a sample of {rep.total} of {per[name]['listed']}",
                          audio_hours=round(per[name].pop("audio_s") / 3600, 3), **rep.to_dict())
     checked = "every clip" if full else f"a sample of {report.total} of {listed} clips (hash order of ids)"

@@ -21,6 +21,7 @@ clips accounted for out, per source. Consumers keep rows with ``status in KEEP_S
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from typing import Iterator, Protocol
@@ -134,12 +135,16 @@ class MixSource:
     def _each(self, what: str, fn) -> list:
         return [self._named(child, what, lambda c=child: fn(c)) for child, _ in self.children]
 
+    @functools.cached_property
+    def _listings(self) -> list[tuple[int, list]]:
+        """Each child's `listed()`, once per opened mix (a listing reads a folder or footers)."""
+        return self._each("listing", lambda c: c.listed())
+
     def listed(self) -> tuple[int, list]:
-        got = self._each("listing", lambda c: c.listed())
-        return sum(n for n, _ in got), [p for _, ps in got for p in ps]
+        return sum(n for n, _ in self._listings), [p for _, ps in self._listings for p in ps]
 
     def listed_by_source(self) -> dict[str, int]:
-        return {c.name: n for (c, _), (n, _) in zip(self.children, self._each("listing", lambda c: c.listed()))}
+        return {c.name: n for (c, _), (n, _) in zip(self.children, self._listings)}
 
     @staticmethod
     def _tag(row: dict) -> dict:
@@ -153,7 +158,7 @@ class MixSource:
 
     def shares(self, count: int) -> list[int]:
         """`count` split over the sources in proportion to their clips (at least 1 each)."""
-        sizes = [n for n, _ in self._each("listing", lambda c: c.listed())]
+        sizes = [n for n, _ in self._listings]
         total = max(1, sum(sizes))
         return [max(1, round(count * n / total)) for n in sizes]
 

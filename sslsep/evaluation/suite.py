@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import copy
 
-from sslsep.config import DataConfig, ExperimentConfig, TaskConfig, source_entries, source_name
+from sslsep.config import DataConfig, ExperimentConfig, one_source, source_entries, source_name
 
 AUDIOSET = "audioset"  # the task name of the audioset protocol
 
@@ -36,16 +36,6 @@ class NotATask(ValueError):
 def audioset_protocol(cfg: ExperimentConfig) -> bool:
     ev = cfg.evaluation
     return ev.protocol == "audioset" or (ev.protocol == "auto" and bool(ev.train_csv and ev.eval_csv))
-
-
-def task_data(entry: TaskConfig, data: DataConfig) -> DataConfig:
-    """A one-source DataConfig for an `evaluation.tasks` entry (as `source_entries` builds one
-    per `data.sources` entry: the run's decoding settings, the entry's path and labels)."""
-    one = copy.deepcopy(data)
-    one.sources = []
-    one.source, one.path, one.labels_csv = entry.kind, entry.path, entry.labels_csv
-    one.class_index_csv, one.max_clips = entry.class_index_csv, entry.max_clips
-    return one
 
 
 def with_data(cfg: ExperimentConfig, data: DataConfig, protocol: str | None = None) -> ExperimentConfig:
@@ -74,7 +64,7 @@ def suite_tasks(cfg: ExperimentConfig) -> tuple[list[tuple[str, ExperimentConfig
     skipped = []
     for i, entry in enumerate(ev.tasks):
         name = entry.name or source_name(entry.path, entry.kind)
-        data = task_data(entry, cfg.data)
+        data = one_source(cfg.data, entry)
         same = next((n for n, c in tasks if _same_data(c.data, data)), None)
         if same is not None:
             skipped.append({"name": name, "reason": f"evaluation.tasks[{i}] is the same data as the task {same!r}"})
