@@ -173,7 +173,9 @@ def write_bytes(uri: str, data: bytes) -> None:
     fs, path = get_fs(uri)
     if is_remote(uri):
         parent = posixpath.dirname(path)
-        if parent:
+        # an object store has no folders to make (s3fs's makedirs only probes the bucket, and
+        # creates it when the probe fails, even when it failed for an outage)
+        if parent and not uri.startswith(("s3://", "gs://", "gcs://")):
             with_retries(uri, "makedirs", lambda: fs.makedirs(parent, exist_ok=True))
         with_retries(uri, "write", lambda: fs.pipe_file(path, data))
         return

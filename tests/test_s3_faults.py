@@ -66,6 +66,9 @@ def test_checkpoint_save_waits_out_an_outage(flaky_s3, caplog):
     proxy, bucket = flaky_s3
     uri = f"{bucket}/faults/outage/model.pt"
     model = Tiny()
+    # the client made and the bucket seen before the outage: on a loaded machine building the
+    # client alone can outlast a 3 s outage, and then no request of the save meets it
+    assert not storage.exists(uri)
     proxy.down()
     threading.Timer(3.0, proxy.up).start()
     t0 = time.monotonic()
