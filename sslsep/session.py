@@ -9,6 +9,7 @@ difference. Ray is imported only by `RaySession`.
 from __future__ import annotations
 
 import io
+import json
 import os
 import tempfile
 from typing import Callable, Iterator
@@ -27,6 +28,9 @@ def device() -> torch.device:
         except Exception:
             return torch.device("cuda")
     return torch.device("cpu")
+
+
+STREAM_FILE = "stream.json"  # beside state.pt in a checkpoint: the delivery ledger (sslsep.data.delivery)
 
 
 class LocalSession:
@@ -53,8 +57,11 @@ class LocalSession:
             torch.save(state, buf)
             storage.write_bytes(self.state_uri, buf.getvalue())
 
-    def any_rank(self, flag: bool) -> bool:
-        return flag
+    def any_ranks(self, *flags: bool) -> tuple[bool, ...]:
+        return flags
+
+    def gather(self, obj) -> list:
+        return [obj]
 
 
 # Per-step figures exported to Prometheus (as ray_sslsep_train_*) for dashboards/grafana:
@@ -137,17 +144,31 @@ class RaySession:
             return
         with tempfile.TemporaryDirectory() as d:
             torch.save(state, os.path.join(d, "state.pt"))
+            if state.get("stream") is not None:  # what the driver reads to resume the stream (launch)
+                with open(os.path.join(d, STREAM_FILE), "w") as f:
+                    json.dump(state["stream"], f)
             self.train.report(metrics, checkpoint=self.train.Checkpoint.from_directory(d))
 
-    def any_rank(self, flag: bool) -> bool:
-        """True on every rank if it is true on one: DDP workers must stop together."""
+    def any_ranks(self, *flags: bool) -> tuple[bool, ...]:
+        """Each flag true on every rank if it is true on one (one all-reduce): DDP workers must
+        stop together."""
         import torch.distributed as dist
 
         if self.world_size == 1 or not dist.is_initialized():
-            return flag
-        t = torch.tensor([float(flag)], device=device())
+            return flags
+        t = torch.tensor([float(f) for f in flags], device=device())
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
-        return bool(t.item())
+        return tuple(bool(x) for x in t.tolist())
+
+    def gather(self, obj) -> list:
+        """Every rank's `obj` (picklable), on every rank."""
+        import torch.distributed as dist
+
+        if self.world_size == 1 or not dist.is_initialized():
+            return [obj]
+        out = [None] * self.world_size
+        dist.all_gather_object(out, obj)
+        return out
 
 
 def open_session(config: dict, local_batches: Callable[[], Iterator[dict]], *, columns: list[str], batch_size: int,

@@ -129,7 +129,7 @@ def test_data_stage_accounts_per_source_on_a_sample(corpora, tmp_path):
     assert per["street"]["label_problems"] and not per["shards"]["label_problems"]  # missing.wav is in street's CSV
     lines = [m for m in RunDir(str(tmp_path / "run")).metrics() if m.get("source")]
     assert {m["source"]: m["clips"] for m in lines} == {"street": per["street"]["total"], "shards": per["shards"]["total"]}
-    page = data_section(SimpleNamespace(data_report=report))  # the run report's data panel: a row per source
+    page = data_section(SimpleNamespace(data_report=report, delivery={}))  # the run report's data panel: a row per source
     assert 'id="data-sources"' in page and "<td>street</td><td>folder</td>" in page
     assert "<td>shards</td><td>parquet</td>" in page
 

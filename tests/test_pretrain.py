@@ -142,44 +142,86 @@ def test_an_error_that_repeats_after_a_restart_is_raised_not_retried(ray_session
     assert not any(f["fault"] for f in failures) and "at step 2" in failures[-1]["failure"]
 
 
+def _train_workers():
+    import ray
+
+    return [a for a in ray._private.state.actors().values()
+            if a.get("ActorClassName") == "RayTrainWorker" and a.get("State") == "ALIVE"]
+
+
+def _registered_step(tmp_path) -> int:
+    """The step of the latest checkpoint Ray Train registered (what a restart restores), or -1."""
+    snapshot = tmp_path / "ray_train" / "pretrain" / "checkpoint_manager_snapshot.json"
+    try:
+        return json.loads(snapshot.read_text())["latest_checkpoint_result"]["metrics"]["step"]
+    except (FileNotFoundError, json.JSONDecodeError, KeyError, TypeError):
+        return -1
+
+
+def _wait_registered(tmp_path, min_step: int, deadline_s: float = 240) -> bool:
+    """Until a checkpoint of step >= `min_step` is registered and training workers are alive."""
+    import time
+
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        if _registered_step(tmp_path) >= min_step and _train_workers():
+            return True
+        time.sleep(0.05)
+    return False
+
+
 @pytest.mark.ray
-def test_killed_training_worker_resumes_from_latest_checkpoint(ray_session, tmp_path, registry):
+@pytest.mark.slow
+def test_killed_twice_then_preempted_the_stream_resumes_and_no_clip_is_trained_on_twice(ray_session, tmp_path,
+                                                                                      registry):
+    """The training worker is killed (SIGKILL) after the checkpoint of step 4, again after step 12
+    of the restored attempt, then told to go away (SIGTERM) after step 16. Each attempt restores
+    the weights and the stream's place: the run's lineage trains on every step's clips once
+    (a restart that reads the stream from its start, as before, delivers its first clips
+    again: repeats). The SIGTERM saves a checkpoint at the next step boundary, and the next
+    attempt restores that very step: no step is lost or trained twice."""
     import os
     import signal
     import threading
     import time
 
-    import ray
+    cfg = load_config(None, BASE + ["augment.kinds=[mixture]", "pretrain.steps=24", "pretrain.log_every=4",
+                                    "data.synth.num_clips=16"])  # 4 steps a pass
+    sent = []
 
-    cfg = load_config(None, BASE + ["augment.kinds=[mixture]", "pretrain.steps=14", "pretrain.log_every=2",
-                                    "data.synth.num_clips=64"])  # one pass of 16 batches: no epoch restart
-    ckpts = tmp_path / "ray_train" / "pretrain"
-    killed = {}
+    def interrupt():
+        for min_step, sig in ((4, signal.SIGKILL), (12, signal.SIGKILL), (16, signal.SIGTERM)):
+            if not _wait_registered(tmp_path, min_step):
+                return
+            sent.append((sig, time.time()))
+            for a in _train_workers():
+                os.kill(a["Pid"], sig)
 
-    def kill_after_a_checkpoint():
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline:
-            # the snapshot is written once a checkpoint is registered (not merely uploading)
-            if (ckpts / "checkpoint_manager_snapshot.json").exists():
-                for a in ray._private.state.actors().values():
-                    if a.get("ActorClassName") == "RayTrainWorker" and a.get("State") == "ALIVE":
-                        killed["lines"] = len(lines(tmp_path))
-                        os.kill(a["Pid"], signal.SIGKILL)
-                        return
-            time.sleep(0.05)
-
-    t = threading.Thread(target=kill_after_a_checkpoint)
+    t = threading.Thread(target=interrupt)
     t.start()
-    cfg = with_registry(cfg, registry)
-    pretrain(cfg, RunDir(str(tmp_path)))
+    pretrain(with_registry(cfg, registry), RunDir(str(tmp_path)))
     t.join()
-    assert "lines" in killed, "no training worker was killed"
-    steps = [x["step"] for x in lines(tmp_path)]
-    assert steps[-1] == 14
-    after = steps[killed["lines"]:]
-    assert after and after[0] > 2, f"restarted from scratch instead of the checkpoint: {steps}"
+    assert len(sent) == 3, f"interrupted {len(sent)} times"
+    m = lines(tmp_path)
+    assert m[-1]["step"] == 24
     failures = json.loads((tmp_path / "failures.json").read_text())
-    assert [(f["fault"], f["decision"]) for f in failures] == [(True, "retry")]  # a fault: retried
+    assert [(f["fault"], f["decision"]) for f in failures] == [(True, "retry")] * 3, failures
+    assert failures[-1]["failure"].startswith("preempted") and "Preempted" in failures[-1]["failure"]
+    stopped = [x for x in m if x.get("stopped_by") == "preempted"]
+    assert len(stopped) == 1 and 16 < stopped[0]["step"] < 24, [(x["step"], x.get("stopped_by")) for x in m]
+    report = json.loads((tmp_path / "delivery.json").read_text())
+    restored = [r["step"] for r in report["restarts"]]
+    assert len(restored) == 3 and 4 <= restored[0] < restored[1] < restored[2], report["restarts"]
+    assert restored[1] >= 12 and restored[2] == stopped[0]["step"]  # the preempted attempt lost no step
+    assert report["restarts"][2]["steps_redone_at_least"] == 0
+    # the weights' lineage trained on 24 steps x 4 clips, every one of them a different clip
+    assert report["delivered"] == 96 and report["repeats"] == 0, report
+    per_pass = [p["delivered"] for p in report["passes"]]
+    assert sum(per_pass) == 96 and all(p["delivered"] <= p["items"] for p in report["passes"]), report
+    print("preemption " + json.dumps({"sigterm_to_checkpoint_s": round(stopped[0]["time"] - sent[-1][1], 2),
+                                      "steps_lost": restored[2] - stopped[0]["step"],
+                                      "steps_redone_after_sigkill": [r["steps_redone_at_least"]
+                                                                     for r in report["restarts"][:2]]}))
 
 
 @pytest.mark.ray

@@ -190,8 +190,21 @@ class VariantLogs:
             self.runs[n].log_metrics(line)
 
     def write_text(self, name: str, text: str) -> str:
-        """A file of the group (a profile): in the first variant's directory."""
-        return next(iter(self.runs.values())).write_text(name, text)
+        """A file of the group (a profile, the stream's delivery): in the first variant's directory."""
+        return self.first.write_text(name, text)
+
+    @property
+    def first(self) -> RunDir:
+        return next(iter(self.runs.values()))
+
+    def exists(self, name: str) -> bool:
+        return self.first.exists(name)
+
+    def read_json(self, name: str):
+        return self.first.read_json(name)
+
+    def metrics(self) -> list[dict]:
+        return self.first.metrics()
 
 
 def train_loop(config: dict) -> None:
@@ -209,7 +222,7 @@ def train_loop(config: dict) -> None:
     separators = separator_names(cfg)
     epochs = itertools.count()  # in process: the pass index is the epoch of its views
     session = open_session(config, lambda: _local_view_batches(cfg, next(epochs)),
-                           columns=["views"] + (["fallbacks"] if separators else []),
+                           columns=train_columns(cfg, separators, planned="stream" in config),
                            batch_size=pre.batch_clips, stage="pretrain", run=run, seed=cfg.seed,
                            state_file="pretrain_state.pt")
     model = PretrainModels({n: build_model(c) for n, c in cfgs.items()})
@@ -232,7 +245,8 @@ def train_loop(config: dict) -> None:
     run_loop(session, loop_settings(cfg), model, optimizer, contrastive_step(cfgs, gens, gather, separators),
              run=VariantLogs(runs), save=save, validate=validate if monitor else None, channels_last=True,
              clip_groups=lambda core: [m.parameters() for m in core.models.values()],
-             no_batch="no training batch: fewer usable clips than pretrain.batch_clips")
+             no_batch="no training batch: fewer usable clips than pretrain.batch_clips",
+             pass_starts=None if config.get("local") else config.get("stream", {}).get("pass_starts"))
 
 
 def finished(run: RunDir, steps: int) -> bool:
@@ -265,8 +279,14 @@ def pretrain_together(cfgs: dict[str, ExperimentConfig], runs: dict[str, RunDir]
     config = {"cfg": to_dict(first), "run_dir": runs[names[0]].path}
     if len(names) > 1:
         config["variants"] = {n: {"cfg": to_dict(cfgs[n]), "run_dir": runs[n].path} for n in names}
-    launch(train_loop, config, loop_settings(first), lambda: {"train": train_dataset(first)}, runs[names[0]],
-           "pretrain")
+    plan = None
+    if first.pretrain.use_ray and first.pretrain.views_source == "live":
+        from sslsep.data.sources import stream_plan
+
+        plan = stream_plan(first.data, shuffle_seed=first.seed, clips_needed=clips_needed(first))
+        config["stream"] = {"pass_starts": plan.pass_starts}  # the delivery ledger's passes
+    launch(train_loop, config, loop_settings(first), lambda stream: {"train": train_dataset(first, plan, stream)},
+           runs[names[0]], "pretrain")
     note = guard_note("pretrain", f"pretrain.max_minutes={first.pretrain.max_minutes:g}",
                       read_checkpoint(out[names[0]])["metrics"])
     if note:
@@ -274,15 +294,29 @@ def pretrain_together(cfgs: dict[str, ExperimentConfig], runs: dict[str, RunDir]
     return out
 
 
-def train_dataset(cfg: ExperimentConfig):
+def clips_needed(cfg: ExperimentConfig) -> int:
+    pre = cfg.pretrain
+    return pre.steps * pre.batch_clips * pre.num_workers
+
+
+def train_columns(cfg: ExperimentConfig, separators: list[str], planned: bool) -> list[str]:
+    """What a trainer reads of the view rows: views, per-separator fallbacks, and for a planned
+    stream where each clip stands in it (seq, row: sslsep.data.delivery)."""
+    return ["views"] + (["fallbacks"] if separators else []) + (["seq", "row"] if planned else [])
+
+
+def train_dataset(cfg: ExperimentConfig, plan=None, stream: dict | None = None):
     """The Ray Dataset of views (views and per-separator fallbacks): fed live by the augmentation
     service as one stream of as many epochs as every step of every worker needs (plus a spare
     one), each with new views; or computed once (one epoch) and held in the object store
-    (`pretrain.views_source`)."""
+    (`pretrain.views_source`). A live stream follows `plan` (`stream_plan`) and leaves out the
+    clips that the ledger state `stream` (of the checkpoint being restored) holds."""
+    from sslsep.data.delivery import Ranges
     from sslsep.views.service import separator_names, view_dataset
 
     live = cfg.pretrain.views_source == "live"
-    columns = ["views"] + (["fallbacks"] if separator_names(cfg) else [])
-    pre = cfg.pretrain
-    ds = view_dataset(cfg, clips_needed=pre.steps * pre.batch_clips * pre.num_workers if live else 0, columns=columns)
+    columns = train_columns(cfg, separator_names(cfg), planned=live and plan is not None)
+    resume = Ranges.from_list(stream["delivered"]) if stream else None
+    ds = view_dataset(cfg, clips_needed=clips_needed(cfg) if live else 0, columns=columns, plan=plan,
+                      resume=resume if live else None)
     return ds if live else ds.materialize()

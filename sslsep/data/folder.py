@@ -71,6 +71,9 @@ class FolderSource:
     def pass_items(self, split=None, val_fraction=0.0) -> list[dict]:
         return [vars(it) for it in folder_items(self.cfg, split, val_fraction)[0]]
 
+    def item_rows(self, item: dict) -> int:
+        return 1  # a file is one clip
+
     def read_item(self, item: dict, audio: AudioConfig, split=None, val_fraction=0.0,
                   with_stems=False) -> Iterator[dict]:
         yield self._read(FolderItem(**item), audio)

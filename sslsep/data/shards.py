@@ -159,12 +159,16 @@ class ParquetSource:
     def pass_items(self, split=None, val_fraction=0.0) -> list[dict]:
         uris = self.uris()
         check_shards(uris)
-        return [{"uri": u, "take": t} for u, t in zip(uris, self._takes(uris)) if t != 0]
+        return [{"uri": u, "take": t, "rows": t if t >= 0 else n}
+                for u, t, n in zip(uris, self._takes(uris), shard_rows(uris)) if t != 0]
 
     @property
     def fixed_order(self) -> bool:
         """With data.max_clips the shards are read in sorted order (the first N clips)."""
         return bool(self.cfg.max_clips)
+
+    def item_rows(self, item: dict) -> int:
+        return int(item["rows"])  # from its footer, or data.max_clips's share of it
 
     def read_item(self, item: dict, audio: AudioConfig, split=None, val_fraction=0.0,
                   with_stems=False) -> Iterator[dict]:

@@ -21,6 +21,7 @@ clips accounted for out, per source. Consumers keep rows with ``status in KEEP_S
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import math
@@ -52,6 +53,7 @@ class Source(Protocol):
     def pass_items(self, split=None, val_fraction=0.0) -> list[dict]: ...
     def read_item(self, item: dict, audio: AudioConfig, split=None, val_fraction=0.0,
                   with_stems=False) -> Iterator[dict]: ...
+    def item_rows(self, item: dict) -> int | None: ...  # rows an item yields at most, if known
 
 
 # --------------------------------------------------------------------------- synthetic
@@ -105,6 +107,9 @@ class SyntheticSource:
     def read_item(self, item: dict, audio: AudioConfig, split=None, val_fraction=0.0,
                   with_stems=False) -> Iterator[dict]:
         yield self._row(item["index"], audio, self._seed(split), with_stems)
+
+    def item_rows(self, item: dict) -> int:
+        return 1
 
 
 # --------------------------------------------------------------------------- the mix
@@ -180,6 +185,9 @@ class MixSource:
                   with_stems=False) -> Iterator[dict]:
         for row in self.by_name[item["source"]].read_item(item["item"], audio, split, val_fraction, with_stems):
             yield self._tag(row)
+
+    def item_rows(self, item: dict) -> int | None:
+        return self.by_name[item["source"]].item_rows(item["item"])
 
     def clips_per_pass(self) -> float:
         sizes = self.listed_by_source()
@@ -259,15 +267,18 @@ def listed_clips(cfg: DataConfig) -> tuple[int, list[tuple[str, str, str]]]:
     return open_source(cfg).listed()
 
 
-def plan_passes(source, passes: int, shuffle_seed: int | None, split=None, val_fraction=0.0
-                ) -> list[tuple[str, int, dict]]:
+def plan_passes(source, passes: int, shuffle_seed: int | None, split=None, val_fraction=0.0,
+                starts: list[int] | None = None) -> list[tuple[str, int, dict]]:
     """The stream's work items over `passes` passes of `source`: (source name, epoch, item), the
     epoch being the pass over that item's own source (`MixSource`). Each source's items are
-    listed once; every pass draws its own order (`shuffle_seed`) or keeps the listed one."""
+    listed once; every pass draws its own order (`shuffle_seed`) or keeps the listed one.
+    `starts`, if given, receives the index at which each pass begins, then the plan's length."""
     kids = leaves(source)
     lists = [c.pass_items(split, val_fraction) for c, _ in kids]
     out: list[tuple[str, int, dict]] = []
+    starts = [] if starts is None else starts
     for e in range(passes):
+        starts.append(len(out))
         chunk: list[tuple[float, str, int, dict]] = []  # (position in the pass, source, epoch, item)
         for (child, weight), items in zip(kids, lists):
             n = len(items)
@@ -284,7 +295,39 @@ def plan_passes(source, passes: int, shuffle_seed: int | None, split=None, val_f
         else:
             chunk.sort(key=lambda c: c[0])  # stable: sources interleaved evenly, each in its order
         out += [(s, p, it) for _, s, p, it in chunk]
+    starts.append(len(out))
     return out
+
+
+@dataclasses.dataclass
+class StreamPlan:
+    """A training stream's work items, numbered: item `seq` of `items` is (source, epoch, item),
+    and pass p of the source (or mix) is items [pass_starts[p], pass_starts[p + 1]). A pure
+    function of the config and seed: every attempt of a run plans the same items
+    (sslsep.data.delivery names clips by their seq)."""
+    items: list[tuple[str, int, dict]]
+    pass_starts: list[int]
+    item_rows: list[int | None]  # rows each item yields at most (None: unknown)
+
+
+def stream_plan(cfg: DataConfig, *, shuffle_seed: int | None = None, epochs: int = 1, clips_needed: int = 0,
+                split: str | None = None, val_fraction: float = 0.0) -> StreamPlan:
+    """`epochs` passes over the configured source or, with `clips_needed`, enough passes for
+    that many clips plus a spare one (skipped clips, uneven shards), counted from the listing or
+    footers the source reads anyway."""
+    if epochs < 1:
+        raise ValueError(f"epochs must be at least 1, got {epochs}")
+    source = open_source(cfg)
+    if clips_needed:
+        per_pass = source.clips_per_pass() if isinstance(source, MixSource) else source.listed()[0]
+        epochs = math.ceil(clips_needed / max(1.0, per_pass)) + 1
+    starts: list[int] = []
+    items = plan_passes(source, epochs, shuffle_seed, split, val_fraction, starts)
+    if not items:
+        raise ValueError(f"{source.name}: no clips to stream")
+    mix = isinstance(source, MixSource)
+    rows = [source.item_rows({"source": s, "item": it} if mix else it) for s, _, it in items]
+    return StreamPlan(items, starts, rows)
 
 
 _ORDERS: dict[tuple, np.ndarray] = {}
@@ -304,7 +347,8 @@ def _order(n: int, seed: int, epoch: int, name: str | None) -> np.ndarray:
 
 def clip_dataset(cfg: DataConfig, audio: AudioConfig, *, with_stems: bool = False,
                  split: str | None = None, val_fraction: float = 0.0, shuffle_seed: int | None = None,
-                 parallelism: int = -1, epochs: int = 1, clips_needed: int = 0):
+                 parallelism: int = -1, epochs: int = 1, clips_needed: int = 0,
+                 plan: StreamPlan | None = None, resume=None):
     """The configured source as a streaming ray.data.Dataset of clip rows (see `iter_clips`)
     with an `epoch` column: `epochs` passes over the source in one stream (a trainer reads
     them without the pipeline restarting between epochs; views are seeded by epoch), or with
@@ -313,11 +357,14 @@ def clip_dataset(cfg: DataConfig, audio: AudioConfig, *, with_stems: bool = Fals
     `shuffle_seed` orders files (folders), scenes (synthetic) or shards at random and anew each
     epoch, cheaply: folders list a recording's clips side by side, and training pairs must not
     come from one recording. Planning costs a list of names (files, scenes, shards) whatever
-    the corpus size, and each item is read by one task (shards in record batches)."""
+    the corpus size, and each item is read by one task (shards in record batches).
+    Rows carry `seq` (their item's index in the `plan`, by default `stream_plan` of the same
+    arguments) and `row` (their index among the item's rows). `resume` (a
+    `sslsep.data.delivery.Ranges` of clip keys already trained on) leaves those clips out: items
+    whole in it are not read, and the delivered rows of the others are dropped after reading."""
     import ray.data
 
-    if epochs < 1:
-        raise ValueError(f"epochs must be at least 1, got {epochs}")
+    from sslsep.data.delivery import Ranges, remaining_items
     # a Dataset copies the driver's DataContext when it is made: every Dataset that starts here
     # (and what Ray Train's ingest derives from it) yields rows in order, or not, by one key,
     # and holds at most `data.stream_memory_mb` ahead of its consumer
@@ -328,15 +375,19 @@ def clip_dataset(cfg: DataConfig, audio: AudioConfig, *, with_stems: bool = Fals
     source = open_source(cfg)
     if with_stems and any(c.kind != "synthetic" for c, _ in leaves(source)):
         raise ValueError("with_stems: only the synthetic scenes have stems")
-    if clips_needed:
-        per_pass = source.clips_per_pass() if isinstance(source, MixSource) else source.listed()[0]
-        epochs = math.ceil(clips_needed / max(1.0, per_pass)) + 1
-    plan = plan_passes(source, epochs, shuffle_seed, split, val_fraction)
-    if not plan:
-        raise ValueError(f"{source.name}: no clips to stream")
+    plan = plan or stream_plan(cfg, shuffle_seed=shuffle_seed, epochs=epochs, clips_needed=clips_needed,
+                               split=split, val_fraction=val_fraction)
+    keep, skip = remaining_items(len(plan.items), resume if resume is not None else Ranges(),
+                                 lambda seq: plan.item_rows[seq])
+    if not keep:
+        raise ValueError(f"{source.name}: every clip of the stream was delivered already")
     mix = isinstance(source, MixSource)
     # one JSON column per item: every kind of source in one schema (a mix's items name their source)
-    items = [{"epoch": e, "item": json.dumps({"source": s, "item": it} if mix else it)} for s, e, it in plan]
+    items = []
+    for seq in keep:
+        s, e, it = plan.items[seq]
+        items.append({"epoch": e, "seq": seq, "item": json.dumps({"source": s, "item": it} if mix else it),
+                      "skip": json.dumps(skip.get(seq, []))})
     per_block = source.items_per_block
     blocks = parallelism if parallelism > 0 else max(1, min(len(items) // per_block, 2000))
     ds = ray.data.from_items(items, override_num_blocks=blocks)
@@ -345,9 +396,12 @@ def clip_dataset(cfg: DataConfig, audio: AudioConfig, *, with_stems: bool = Fals
         """Work items -> decoded rows with their epoch, at most 64 rows a batch (a generator)."""
         buf: list[dict] = []
         yielded = False
-        for epoch, item in zip(batch["epoch"], batch["item"]):
-            for row in source.read_item(json.loads(item), audio, split, val_fraction, with_stems):
-                buf.append({**row, "epoch": int(epoch)})
+        for epoch, seq, item, skip in zip(batch["epoch"], batch["seq"], batch["item"], batch["skip"]):
+            done = Ranges.from_list(json.loads(skip))  # rows of a partly delivered item, left out
+            for i, row in enumerate(source.read_item(json.loads(item), audio, split, val_fraction, with_stems)):
+                if len(done.starts) and done.contains([i])[0]:
+                    continue
+                buf.append({**row, "epoch": int(epoch), "seq": int(seq), "row": i})
                 if len(buf) == 64:
                     yield R.stack(buf)
                     buf, yielded = [], True
@@ -363,7 +417,8 @@ def _empty_batch(audio: AudioConfig) -> dict:
             "sample_rate": np.array([], np.int64), "labels": np.array([], dtype=object),
             "fold": np.array([], np.int64), "group": np.array([], dtype=object),
             "source": np.array([], dtype=object), "status": np.array([], dtype=object),
-            "detail": np.array([], dtype=object), "epoch": np.zeros(0, np.int64)}
+            "detail": np.array([], dtype=object), "epoch": np.zeros(0, np.int64),
+            "seq": np.zeros(0, np.int64), "row": np.zeros(0, np.int64)}
 
 
 def usable(ds, num_cpus: float = 0.5):

@@ -6,7 +6,8 @@ each artifact is read on its own, and one that is missing or unreadable becomes 
     RUN_DIR/data_report.json               the data stage's accounting
     RUN_DIR/registry.json, metrics.jsonl   convergence states; separation metrics by step
     RUN_DIR/pretrain/<variant>[/seed-N]/   metrics.jsonl (losses, coincidence accuracy,
-                                           throughput, monitor), monitor.json (its protocol)
+                                           throughput, monitor), monitor.json (its protocol),
+                                           delivery.json (the stream's clips per pass, restarts)
     RUN_DIR/results.json, verdict.txt      the evaluation table and the verdict
     RUN_DIR/embeddings.npz                 the evaluated clips' frozen embeddings (maps)
 """
@@ -33,6 +34,7 @@ class RunContents:
     separation: list[dict] = dataclasses.field(default_factory=list)      # metrics lines, by step
     pretrain: dict[str, list[dict]] = dataclasses.field(default_factory=dict)  # variant -> lines
     monitor: dict[str, dict] = dataclasses.field(default_factory=dict)    # variant -> protocol
+    delivery: dict[str, dict] = dataclasses.field(default_factory=dict)   # variant -> delivery.json
     results: dict | None = None
     verdict: str = ""
     embeddings: dict | None = None
@@ -103,6 +105,9 @@ def read_run(path: str) -> RunContents:
         monitor = _read(c, f"{sub}/monitor.json", json.loads)  # absent when the monitor never ran
         if monitor is not None:
             c.monitor[variant] = monitor
+        delivery = _read(c, f"{sub}/delivery.json", json.loads)  # the first variant of a shared stream
+        if delivery is not None:
+            c.delivery[variant] = delivery
     alone = [m for m in root if m.get("stage") == "pretrain" and "variant" not in m and "step" in m]
     if not c.pretrain and alone:  # experiments/pretrain.py: one model, its lines in RUN_DIR/metrics.jsonl
         c.pretrain["model"] = alone

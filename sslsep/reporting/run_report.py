@@ -122,21 +122,38 @@ def monitor_protocol(c: RunContents) -> str:
     return f'<p class="note" id="monitor-protocol">{esc(text)}</p>'
 
 
+def delivery_section(c: RunContents) -> str:
+    """Per pass of each training stream: the clips that reached a training step, repeats,
+    items never delivered, where each pass began, and the restarts."""
+    out = []
+    for variant, d in c.delivery.items():
+        restarts = d.get("restarts") or []
+        note = (f"{len(restarts)} restart(s), restored at step " + ", ".join(str(r.get("step")) for r in restarts)
+                if restarts else "no restart")
+        rows = [[p.get("pass"), p.get("items"), p.get("delivered"), p.get("repeats"), p.get("undelivered_items"),
+                 p.get("began_at_step"), p.get("state")] for p in d.get("passes") or [] if p.get("state") != "not started"]
+        out.append(f"<h3>Training stream of {esc(variant)}</h3><p>{d.get('delivered')} clips trained on, "
+                   f"{d.get('repeats')} delivered twice; {esc(note)}.</p>"
+                   + figures.table(["pass", "items", "clips delivered", "delivered twice", "items never delivered",
+                                    "began at step", "state"], rows, f"data-delivery-{variant.replace('/', '-')}"))
+    return "".join(out)
+
+
 def data_section(c: RunContents) -> str:
     d = c.data_report
     if d is None:
-        return ""
+        return delivery_section(c)
     skipped = d.get("skipped") or []
     head = (f"<h2>Data</h2><p>{esc(d.get('source'))} {esc(d.get('path') or '')}: {d.get('listed')} clips listed; "
             f"checked {esc(d.get('checked'))}: {d.get('kept')} usable, {len(skipped)} skipped.</p>")
     per = d.get("sources") or []
     if not per:  # a report of an older run: no per-source accounting
-        return head
+        return head + delivery_section(c)
     rows = [[p.get("name"), p.get("kind"), f"{p.get('weight', 1):g}", p.get("listed"), p.get("total"), p.get("kept"),
              len(p.get("skipped") or []), len(p.get("silent") or []), len(p.get("label_problems") or []),
              p.get("audio_hours")] for p in per]
     return head + figures.table(["source", "kind", "weight", "listed", "checked", "usable", "skipped", "silent",
-                                 "label problems", "hours checked"], rows, "data-sources")
+                                 "label problems", "hours checked"], rows, "data-sources") + delivery_section(c)
 
 
 def render(c: RunContents, clips: int = 4, method: str = "tsne") -> str:

@@ -237,7 +237,7 @@ def train_separators(cfg: ExperimentConfig, run: RunDir) -> dict:
         if last.get("final") and (last["step"] >= sep.steps or last.get("stopped_by") == "max_minutes"):
             return reg  # finished: reuse; a longer schedule resumes from the last checkpoint
     launch(train_loop, {"cfg": to_dict(cfg), "run_dir": run.path}, loop_settings(cfg),
-           lambda: {"train": train_dataset(cfg)}, run, "separator")
+           lambda _stream: {"train": train_dataset(cfg)}, run, "separator")  # its clips restart at the first
     reg = read_registry(reg_uri)
     note = guard_note("separation", f"separation.max_minutes={sep.max_minutes:g}", reg["separators"][-1]["metrics"])
     if note:

@@ -29,7 +29,9 @@ def _fault_types() -> tuple[type, ...]:
     import ray.exceptions as rx
     from ray.train.v2._internal import exceptions as tx  # how Train V2 reports a dead worker
 
-    return (rx.RayActorError, rx.NodeDiedError, rx.WorkerCrashedError, rx.LocalRayletDiedError,
+    from sslsep.training.preempt import Preempted
+
+    return (Preempted, rx.RayActorError, rx.NodeDiedError, rx.WorkerCrashedError, rx.LocalRayletDiedError,
             rx.ObjectLostError, rx.RaySystemError, rx.RpcError, rx.OutOfMemoryError,
             tx.WorkerHealthCheckFailedError, tx.WorkerHealthCheckTimeoutError, tx.CollectiveTimeoutError)
 
@@ -40,6 +42,7 @@ class Failure:
     are then collateral: a collective that lost its partner), else the user errors by rank."""
     fault: bool
     errors: tuple[tuple[int, str, str, int | None, int | None], ...]  # (rank, type, message, step, since)
+    preempted: bool = False  # told to stop (SIGTERM) and checkpointed: not counted against MAX_FAILURES
 
     def describe(self) -> str:
         if not self.errors:
@@ -47,7 +50,8 @@ class Failure:
         rank, typ, msg, step, _ = self.errors[0]
         at = f" at step {step}" if step is not None else " before the first step"
         first = msg.splitlines()[0][:200] if msg else ""
-        return f"{'fault' if self.fault else 'error'} on rank {rank}: {typ}: {first}{at}"
+        kind = "preempted" if self.preempted else "fault" if self.fault else "error"
+        return f"{kind} on rank {rank}: {typ}: {first}{at}"
 
 
 def classify(error: BaseException) -> Failure:
@@ -56,11 +60,15 @@ def classify(error: BaseException) -> Failure:
     workers = getattr(error, "worker_failures", None)
     if workers is None:  # the controller failed, not the training function: a fault
         return Failure(True, ((0, type(error).__name__, str(error), None, None),))
+    from sslsep.training.preempt import Preempted
+
     faults = _fault_types()
     fault = any(isinstance(e, faults) for e in workers.values())
     errors = tuple((rank, type(e).__name__, str(e), getattr(e, STEP_ATTR, None), getattr(e, SINCE_ATTR, None))
                    for rank, e in sorted(workers.items()) if not isinstance(e, faults))
-    return Failure(fault, errors)
+    preempted = [(rank, type(e).__name__, str(e), getattr(e, STEP_ATTR, None), getattr(e, SINCE_ATTR, None))
+                 for rank, e in sorted(workers.items()) if isinstance(e, Preempted)]
+    return Failure(fault, errors or tuple(preempted[:1]), preempted=bool(preempted))
 
 
 def repeats(before: Failure, now: Failure) -> bool:
@@ -78,7 +86,7 @@ def decide(history: list[Failure], max_failures: int) -> str:
     "exhausted" (more than `max_failures` failures)."""
     if len(history) >= 2 and repeats(history[-2], history[-1]):
         return "repeated"
-    if len(history) > max_failures:
+    if len([f for f in history if not f.preempted]) > max_failures:
         return "exhausted"
     return "retry"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from typing import Callable
@@ -9,6 +10,8 @@ from typing import Callable
 from sslsep import storage
 
 from sslsep.run import RunDir
+from sslsep.session import STREAM_FILE
+from sslsep.training import preempt
 from sslsep.training.faults import Failure, classify, decide, original_error
 from sslsep.training.loop import LoopSettings
 
@@ -16,17 +19,19 @@ MAX_FAILURES = 3  # failed attempts (faults, or first occurrences of an error) r
 
 
 def launch(train_loop: Callable[[dict], None], config: dict, s: LoopSettings,
-           datasets: Callable[[], dict], run: RunDir, name: str) -> None:
+           datasets: Callable[[dict | None], dict], run: RunDir, name: str) -> None:
     """Run `train_loop(config)`: with `s.use_ray`, on `s.num_workers` Ray Train workers fed by
-    `datasets()` (built only then), checkpoints under RUN_DIR/ray_train/<name>; otherwise in
-    this process at world size 1 (`config["local"] = True`).
+    `datasets(stream)` (built only then, for each attempt: `stream` is the delivery ledger's
+    state in the checkpoint the attempt restores, None without one), checkpoints under
+    RUN_DIR/ray_train/<name>; otherwise in this process at world size 1 (`config["local"] = True`).
 
     A failed attempt is restarted from the latest checkpoint up to `MAX_FAILURES` times, unless
     it failed with the error of the attempt before it (`sslsep.training.faults`): then the
     training function's own exception is raised. Every failed attempt is recorded in
     RUN_DIR/failures.json."""
     if not s.use_ray:
-        train_loop({**config, "local": True})
+        with preempt.installed():
+            train_loop({**config, "local": True})
         return
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
@@ -42,9 +47,10 @@ def launch(train_loop: Callable[[dict], None], config: dict, s: LoopSettings,
     while True:
         # A new trainer on the same storage path and name restores the latest checkpoint. Its
         # data are built anew: blocks of a materialized stream may have died with a lost node.
-        trainer = TorchTrainer(train_loop, train_loop_config=config, datasets=datasets(), dataset_config=ingest,
-                               scaling_config=scaling, run_config=ray_run_config(run.uri("ray_train"), name),
-                               **backend)
+        trainer = TorchTrainer(train_loop, train_loop_config=config,
+                               datasets=datasets(latest_stream_state(run.uri("ray_train"), name)),
+                               dataset_config=ingest, scaling_config=scaling,
+                               run_config=ray_run_config(run.uri("ray_train"), name), **backend)
         try:
             trainer.fit()
             return
@@ -71,15 +77,41 @@ def _record_failure(run: RunDir, name: str, attempt: int, failure: Failure, deci
                                             "decision": decision}])
 
 
+def _storage(storage_uri: str):
+    """(pyarrow filesystem or None, path) of a Ray Train storage path."""
+    if storage.is_remote(storage_uri):
+        return storage.pyarrow_fs(storage_uri)
+    return None, os.path.abspath(storage_uri)
+
+
+def latest_stream_state(storage_uri: str, name: str) -> dict | None:
+    """The delivery ledger (sslsep.data.delivery) of the checkpoint a new trainer on this
+    storage path and name restores: the latest one Ray Train registered; None before any."""
+    import ray.train
+
+    fs, path = _storage(storage_uri)
+    try:
+        result = ray.train.Result.from_path(f"{path.rstrip('/')}/{name}", storage_filesystem=fs)
+    except RuntimeError:  # no run there yet, or no checkpoint registered
+        return None
+    ckpt = result.checkpoint
+    if ckpt is None:
+        return None
+    try:
+        with ckpt.filesystem.open_input_stream(f"{ckpt.path}/{STREAM_FILE}") as f:
+            return json.loads(f.read())
+    except FileNotFoundError:  # a checkpoint of a stage or run without a planned stream
+        return None
+
+
 def ray_run_config(storage_uri: str, name: str, max_failures: int = 0):
     """Ray Train's RunConfig for a run directory (local or s3://): the same storage path and
     name on a rerun is what lets Train V2 restore the latest checkpoint. Training stages retry
     in `launch` (faults, not repeated bugs), so Ray Train's own retries are off by default."""
     import ray.train
 
-    fs, path = None, os.path.abspath(storage_uri)
-    if storage.is_remote(storage_uri):
-        fs, path = storage.pyarrow_fs(storage_uri)
+    fs, path = _storage(storage_uri)
     return ray.train.RunConfig(name=name, storage_path=path, storage_filesystem=fs,
                                failure_config=ray.train.FailureConfig(max_failures=max_failures),
-                               checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2))
+                               checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+                               callbacks=[preempt.callback()])

@@ -12,6 +12,7 @@ not imported here: the session (sslsep.session) is where Ray Train and "in this 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import time
 from typing import Callable
@@ -20,7 +21,10 @@ import numpy as np
 import torch
 
 from sslsep.config import TrainingConfig
+from sslsep.data.delivery import Ledger, clip_keys
+from sslsep.data.delivery import report as delivery_report
 from sslsep.session import device as session_device
+from sslsep.training import preempt
 from sslsep.training.faults import stamp_step
 from sslsep.training.profile import StepProfiler
 from sslsep.training.schedule import autocast, grad_scaler, lr_factor, resolve_precision, set_lr
@@ -102,12 +106,19 @@ def _batch_size(batch: dict) -> int:
 def run_loop(session, s: LoopSettings, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
              step_fn: StepFn, *, run, save: SaveFn, validate: ValidateFn | None = None,
              channels_last: bool = False, no_batch: str = "no training batch",
-             clip_groups: Callable[[torch.nn.Module], list] | None = None) -> None:
+             clip_groups: Callable[[torch.nn.Module], list] | None = None,
+             pass_starts: list[int] | None = None) -> None:
     """Train `model` (unwrapped, on the CPU) to `s.steps` on `session`'s batches, resuming from
     the session's latest state. Rank 0 validates (`validate(core, step, final)` at every report
     step: its keys join the metrics line), saves kept steps and writes metrics.jsonl
     (`run.log_metrics`). `clip_groups(core)`: the parameter groups whose gradient norm is
-    clipped apart (several models in one module); default: all of them together."""
+    clipped apart (several models in one module); default: all of them together.
+
+    Batches with `seq` and `row` columns (a planned stream, `pass_starts` its passes) are
+    accounted for: at each report every rank's clip keys go to rank 0's ledger
+    (sslsep.data.delivery), saved in the checkpoint (what a restored stream leaves out) and
+    written to RUN_DIR/delivery.json. A SIGTERM (sslsep.training.preempt) makes every rank
+    report a checkpoint at the next step boundary, then raise `Preempted`."""
     torch.set_num_threads(s.torch_threads)
     device = session_device()
     precision = resolve_precision(s.precision, device)
@@ -115,6 +126,7 @@ def run_loop(session, s: LoopSettings, model: torch.nn.Module, optimizer: torch.
         print(f"{s.stage}: precision auto -> {precision} on {device.type}", flush=True)
     scaler = grad_scaler(precision, device)
     step, elapsed_before = 0, 0.0
+    ledger = Ledger(pass_starts) if pass_starts is not None and session.rank == 0 else None
     state = session.restore()
     if state is not None:
         model.load_state_dict(state["model"])
@@ -122,6 +134,12 @@ def run_loop(session, s: LoopSettings, model: torch.nn.Module, optimizer: torch.
         if state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
         step, elapsed_before = state["step"], state.get("elapsed_s", 0.0)
+        if ledger is not None and state.get("stream"):
+            ledger = Ledger.from_state(state["stream"])
+            logged = [m["step"] for m in run.metrics() if m.get("stage") == s.stage and "step" in m]
+            earlier = run.read_json("delivery.json")["restarts"] if run.exists("delivery.json") else None
+            ledger.restored(step, max(logged, default=step), earlier)
+    pending: list[tuple[int, np.ndarray]] = []  # (step, clip keys) trained on since the last report
     core = model.to(device)
     if channels_last:  # conv encoders: NHWC kernels (tensor cores; oneDNN on CPU: +34 % fp32, +39 % bf16 steps/s,
         core = core.to(memory_format=torch.channels_last)  # compute_efficiency.py, docs/benchmarks.md)
@@ -142,6 +160,9 @@ def run_loop(session, s: LoopSettings, model: torch.nn.Module, optimizer: torch.
                 batches += 1
                 running = step + 1  # the step this batch makes
                 t0 = time.monotonic()
+                if "seq" in batch:  # where the clips stand in the stream: accounting, not training
+                    keys = clip_keys(batch.pop("seq").cpu().numpy(), batch.pop("row").cpu().numpy())
+                    pending.append((step + 1, keys))
                 batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
                 lr = set_lr(optimizer, s.lr, lr_factor(step, s.steps, s.warmup_steps, s.lr_schedule))
                 with prof.part("forward"), autocast(precision, device):
@@ -159,23 +180,38 @@ def run_loop(session, s: LoopSettings, model: torch.nn.Module, optimizer: torch.
                 step += 1
                 window.add(parts, _batch_size(batch), t0 - t_wait, time.monotonic() - t0)
                 elapsed = elapsed_before + time.monotonic() - t_start
-                done = session.any_rank(step >= s.steps or elapsed >= budget_s)
+                done, preempted = session.any_ranks(step >= s.steps or elapsed >= budget_s, preempt.requested())
                 keep = step in keep_steps or done
-                if step % s.report_every == 0 or keep:
+                if step % s.report_every == 0 or keep or preempted:
                     with prof.part("report"):
                         metrics = {"stage": s.stage, "step": step, "elapsed_s": round(elapsed, 1), "lr": lr,
                                    **window.summary(session.world_size), "final": done}
                         window = Window()
                         if done:
                             metrics["stopped_by"] = "steps" if step >= s.steps else "max_minutes"
+                        if preempted and not done:
+                            metrics["stopped_by"] = "preempted"
+                        gathered = session.gather(pending) if pass_starts is not None else []
+                        pending = []
+                        if ledger is not None:
+                            for rank_pending in gathered:
+                                for at, keys in rank_pending:
+                                    ledger.add(keys, at)
+                            metrics.update(clips_delivered=len(ledger.delivered), clips_repeated=int(ledger.repeats.sum()))
                         if session.rank == 0:
                             if validate is not None:
                                 metrics.update(validate(core, step, done))
                             if keep:
                                 save(core, step, metrics, done)
                             run.log_metrics(metrics)
+                            if ledger is not None:
+                                run.write_text("delivery.json", json.dumps(delivery_report(ledger), indent=1))
                         session.report(metrics, {"model": core.state_dict(), "optimizer": optimizer.state_dict(),
-                                                 "scaler": scaler.state_dict(), "step": step, "elapsed_s": elapsed})
+                                                 "scaler": scaler.state_dict(), "step": step, "elapsed_s": elapsed,
+                                                 "stream": ledger.state() if ledger is not None else None})
+                    if preempted and not done:
+                        raise preempt.Preempted(f"{s.stage}: SIGTERM; checkpoint saved at step {step}, "
+                                                "the run resumes from it")
                 prof.after_step(step)
                 if done:
                     break

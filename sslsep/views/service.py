@@ -40,7 +40,7 @@ from sslsep.views.builders import (ViewDraw, active_channels, augment_views, bad
                                    render_views, resolve_views, span_start)
 
 VIEW_COLUMNS = ("clip_id", "epoch", "views", "view_kind", "view_separator", "view_channels", "view_fallback",
-                "labels")
+                "labels", "seq", "row")
 
 
 def load_separators(registry_uri: str, wanted: list[str], device: str = "cpu") -> dict[str, Separator]:
@@ -237,8 +237,9 @@ class SeparationAugmenter:
                "view_channels": object_column(chans), "view_fallback": object_column(fell)}
         if self.names:
             out["fallbacks"] = fallbacks
-        if "labels" in batch:
-            out["labels"] = batch["labels"]
+        for key in ("labels", "seq", "row"):  # seq, row: the clip's place in the stream (sslsep.data.delivery)
+            if key in batch:
+                out[key] = batch[key]
         if m:
             m.clips.inc(B)
             m.views.inc(B * aug.views_per_clip)
@@ -247,13 +248,14 @@ class SeparationAugmenter:
 
 
 def view_dataset(cfg: ExperimentConfig, *, clips=None, epochs: int = 1, clips_needed: int = 0,
-                 columns: list[str] | None = None):
+                 columns: list[str] | None = None, plan=None, resume=None):
     """clips (default: the configured source's usable clips, `epochs` passes over them in one
     stream, or enough for `clips_needed` (`clip_dataset`), each pass in its own order and with
     its own views) -> the streaming view Dataset of the separators in `separation.registry`.
     `columns` keeps only those, inside the actor: a
     `select_columns` after the pool would be one more task step that copies every view and
-    waits for a CPU behind the decode tasks (on 2 cores, until the whole source was read)."""
+    waits for a CPU behind the decode tasks (on 2 cores, until the whole source was read).
+    `plan` and `resume`: the stream's items and the clips already trained on (`clip_dataset`)."""
     import ray.data
 
     from sslsep.data.sources import clip_dataset, usable
@@ -267,8 +269,8 @@ def view_dataset(cfg: ExperimentConfig, *, clips=None, epochs: int = 1, clips_ne
     cpus = cfg.data.cpus_per_task  # the same for every task step, so that Ray fuses them
     if clips is None:  # a caller's clips need clip_id and audio (labels and epoch if it has them)
         clips = usable(clip_dataset(cfg.data, cfg.audio, shuffle_seed=cfg.seed, epochs=epochs,
-                                    clips_needed=clips_needed), cpus)
-        clips = clips.select_columns(["clip_id", "epoch", "audio", "labels"], num_cpus=cpus)
+                                    clips_needed=clips_needed, plan=plan, resume=resume), cpus)
+        clips = clips.select_columns(["clip_id", "epoch", "audio", "labels", "seq", "row"], num_cpus=cpus)
     # Ray Data already restarts dead actors without limit and retries their batches;
     # only a different limit needs passing (through a deprecated hook, hence only then)
     extra = {} if aug.max_restarts == -1 else {"ray_remote_args_fn": lambda: {"max_restarts": aug.max_restarts}}
