@@ -122,3 +122,8 @@ def test_interrupted_job_resumes_where_it_stopped(tmp_path):
     resumed = steps[len(before):]
     assert resumed and resumed[0] > 2, f"pretraining restarted from step 0: before {before}, after {resumed}"
     assert (out / "pretrain" / "configured" / "encoder.pt").exists()
+    # ... and from its place in the view stream: the same command again reads on where the
+    # checkpoint stood, so the final weights' lineage trained on 14 x 4 different clips
+    delivery = json.loads((out / "pretrain" / "configured" / "delivery.json").read_text())
+    assert delivery["delivered"] == 14 * 4 and delivery["repeats"] == 0, delivery
+    assert [r["step"] for r in delivery["restarts"]] == [resumed[0] - 2], delivery["restarts"]
