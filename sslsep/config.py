@@ -194,6 +194,11 @@ class TrainingConfig:
     max_minutes: float = _f(0.0, min=0.0, help="wall-clock guard; 0 = none (steps bound the run; a cut is reported)")
     checkpoint_steps: list[int] = _f([], min=1, help="steps kept for good (and the last step)")
     num_workers: int = _f(1, min=1, help="Ray Train workers (DDP ranks)")
+    min_workers: int = _f(0, min=0, help="when the cluster cannot hold num_workers (a node lost, none to replace "
+                          "it) for node_wait_s, go on with as many as it holds, down to this (0 = num_workers: "
+                          "never fewer; stop with a resumable checkpoint instead)")
+    node_wait_s: float = _f(600.0, min=0.0, help="how long an attempt waits for nodes that offer its workers' "
+                            "resources before going on with fewer (min_workers) or stopping")
     use_gpu: bool = _f(False, help="one GPU per worker")
     cpus_per_worker: float = _f(1.0, min=0.0)
     torch_threads: int = _f(0, min=0, help="0 = max(1, cpus_per_worker)")
@@ -635,6 +640,11 @@ def _validate_stages(cfg: ExperimentConfig, origin: str) -> None:
                           f"'augment.max_actors' ({aug.max_actors})")
     if cfg.audio.hop_ms > cfg.audio.win_ms:
         raise ConfigError(f"{origin}: key 'audio.hop_ms' ({cfg.audio.hop_ms}) exceeds 'audio.win_ms'")
+    for section in ("separation", "pretrain"):
+        st = getattr(cfg, section)
+        if st.min_workers > st.num_workers:
+            raise ConfigError(f"{origin}: key '{section}.min_workers' ({st.min_workers}) exceeds "
+                              f"'{section}.num_workers' ({st.num_workers})")
 
 
 def _validate_evaluation(cfg: ExperimentConfig, origin: str) -> None:

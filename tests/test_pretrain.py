@@ -217,7 +217,7 @@ def test_killed_twice_then_preempted_the_stream_resumes_and_no_clip_is_trained_o
     # the weights' lineage trained on 24 steps x 4 clips, every one of them a different clip
     assert report["delivered"] == 96 and report["repeats"] == 0, report
     per_pass = [p["delivered"] for p in report["passes"]]
-    assert sum(per_pass) == 96 and all(p["delivered"] <= p["items"] for p in report["passes"]), report
+    assert sum(per_pass) == 96 and all(p["delivered"] <= p["clips"] for p in report["passes"]), report
     print("preemption " + json.dumps({"sigterm_to_checkpoint_s": round(stopped[0]["time"] - sent[-1][1], 2),
                                       "steps_lost": restored[2] - stopped[0]["step"],
                                       "steps_redone_after_sigkill": [r["steps_redone_at_least"]
@@ -246,3 +246,52 @@ def test_pretraining_with_everything_on_s3(ray_session, s3_server, registry):
     assert fs.exists(snap)
     assert pretrain(cfg, run) == uri  # finished: reused, not retrained
     assert len(run.metrics()) == 2
+
+
+def test_waiting_for_nodes_says_what_for_then_goes_on_with_fewer_or_stops(tmp_path, capsys):
+    """The wait itself, on node lists as `ray.nodes()` gives them: a node comes back within the
+    wait; none comes back and fewer workers are allowed; none comes back and they are not."""
+    from sslsep.training.launch import NoRoomError, wait_for_room, workers_that_fit
+    from sslsep.training.loop import LoopSettings
+
+    assert workers_that_fit({"CPU": 1.0, "GPU": 1.0, "trainer_node": 0.01},
+                            [{"CPU": 48.0, "GPU": 4.0, "trainer_node": 1.0}, {"CPU": 8.0}]) == 4
+    s = LoopSettings(stage="pretrain", steps=1, report_every=1, num_workers=2, cpus_per_worker=4.0,
+                     node_wait_s=30.0, resources=(("trainer_node", 0.01),))
+    one, two = [{"CPU": 4.0, "trainer_node": 1.0}], [{"CPU": 4.0, "trainer_node": 1.0}] * 2
+    waited = []
+    lists = iter([one, one, two])  # a replacement joins while the stage waits
+    assert wait_for_room(s, "pretrain", RunDir(str(tmp_path)), nodes=lambda: next(lists), sleep=waited.append) == 2
+    out = capsys.readouterr().out
+    assert out.splitlines()[0] == ("pretrain: waiting for nodes: 2 workers of 4 CPU, 0.01 trainer_node each, the "
+                                   "alive nodes hold 1; waiting up to 30 s (pretrain.node_wait_s)")
+    assert "hold 2 workers again" in out and len(waited) == 2
+    fewer = LoopSettings(**{**s.__dict__, "min_workers": 1, "node_wait_s": 0.0})
+    assert wait_for_room(fewer, "pretrain", RunDir(str(tmp_path)), nodes=lambda: one) == 1
+    assert "going on with 1 of 2 workers (pretrain.min_workers=1)" in capsys.readouterr().out
+    stop = LoopSettings(**{**s.__dict__, "node_wait_s": 0.0})
+    with pytest.raises(NoRoomError, match=r"hold 1 of the 2 workers .*/ray_train/pretrain: run the same command "
+                                          r"again .*pretrain.min_workers"):
+        wait_for_room(stop, "pretrain", RunDir(str(tmp_path)), nodes=lambda: one)
+    with pytest.raises(NoRoomError, match="hold 0 of the 2"):  # the trainer node gone, no replacement
+        wait_for_room(stop, "pretrain", RunDir(str(tmp_path)), nodes=lambda: [{"CPU": 8.0}])
+
+
+@pytest.mark.ray
+def test_a_cluster_that_cannot_hold_every_worker_trains_on_fewer_when_allowed(ray_session, tmp_path, registry):
+    """Two workers of 1.2 CPU on a 2-CPU node: the stage says what it waits for, and after
+    `node_wait_s` trains on the one worker the node holds (`min_workers: 1`)."""
+    import contextlib
+    import io
+
+    cfg = load_config(None, BASE + ["augment.kinds=[mixture]", "pretrain.num_workers=2", "pretrain.min_workers=1",
+                                    "pretrain.cpus_per_worker=1.2", "pretrain.node_wait_s=1",
+                                    "data.cpus_per_task=0.25"])
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        pretrain(with_registry(cfg, registry), RunDir(str(tmp_path)))
+    said = out.getvalue()
+    assert "pretrain: waiting for nodes: 2 workers of 1.2 CPU each, the alive nodes hold 1" in said, said
+    assert "going on with 1 of 2 workers" in said
+    m = lines(tmp_path)
+    assert m[-1]["step"] == 4 and m[-1]["samples_per_s"] > 0

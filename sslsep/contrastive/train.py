@@ -301,8 +301,8 @@ def clips_needed(cfg: ExperimentConfig) -> int:
 
 def train_columns(cfg: ExperimentConfig, separators: list[str], planned: bool) -> list[str]:
     """What a trainer reads of the view rows: views, per-separator fallbacks, and for a planned
-    stream where each clip stands in it (seq, row: sslsep.data.delivery)."""
-    return ["views"] + (["fallbacks"] if separators else []) + (["seq", "row"] if planned else [])
+    stream where each clip stands in it (key: sslsep.data.delivery)."""
+    return ["views"] + (["fallbacks"] if separators else []) + (["key"] if planned else [])
 
 
 def train_dataset(cfg: ExperimentConfig, plan=None, stream: dict | None = None):

@@ -1,12 +1,12 @@
 """What the training stream delivered, across restarts: which clips of which pass reached a
 training step, which twice, which never.
 
-A clip of the stream is named by its *key*: `seq * ROW_SPAN + row`, where `seq` is its work
-item's index in the stream's plan (`sslsep.data.sources.plan_passes`: a file, a scene or a
-shard, of one pass) and `row` its index among the rows that item yields. The plan is a pure
-function of the config and seed, so a key names the same clip of the same pass in every
-attempt of a run. Keys are kept as sorted disjoint ranges: a pass delivered in order is a
-handful of ranges, whatever the corpus size.
+A clip of the stream is named by its *key*: its position in the stream's plan counted in rows
+(`sslsep.data.sources.stream_plan`: work items, pass after pass, each a file, a scene or a
+shard of known rows; item `seq` holds keys [base[seq], base[seq] + rows[seq]) and its row `i`
+is key base[seq] + i). The plan is a pure function of the config and seed, so a key names the
+same clip of the same pass in every attempt of a run. Keys are kept as sorted disjoint ranges:
+a pass delivered in order is one range, whatever the corpus size.
 
 Rank 0 keeps a `Ledger` of the keys trained on (gathered from every rank at each report) and
 saves it in every training checkpoint; a restored run streams only what its ledger does not
@@ -19,13 +19,6 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-
-ROW_SPAN = 1 << 20  # rows per work item a key can name (a Parquet shard holds fewer)
-
-
-def clip_keys(seq, row) -> np.ndarray:
-    """(N,) item indices, (N,) row indices -> (N,) int64 keys."""
-    return np.asarray(seq, np.int64) * ROW_SPAN + np.asarray(row, np.int64)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,6 +63,16 @@ class Ranges:
     def count(self, lo: int, hi: int) -> int:
         return len(self.clip(lo, hi))
 
+    def held_below(self, x) -> np.ndarray:
+        """(N,) keys -> (N,) how many held keys are < each (vectorized)."""
+        x = np.asarray(x, np.int64)
+        before = np.r_[0, np.cumsum(self.ends - self.starts)]  # keys held in the ranges before i
+        i = np.searchsorted(self.starts, x, side="right")  # ranges starting at or before x
+        last = np.maximum(i - 1, 0)
+        partial = np.where(i > 0, np.clip(x - self.starts[last], 0, (self.ends - self.starts)[last]), 0) \
+            if len(self.starts) else np.zeros_like(x)
+        return before[np.maximum(i - 1, 0)] * (i > 0) + partial
+
     def to_list(self) -> list[list[int]]:
         return [[int(a), int(b)] for a, b in zip(self.starts, self.ends)]
 
@@ -80,8 +83,8 @@ class Ranges:
 
 
 class Ledger:
-    """Rank 0's record of the keys trained on. `pass_starts[p]` is the seq at which pass p of
-    the plan begins; the last entry is the plan's length."""
+    """Rank 0's record of the keys trained on. `pass_starts[p]` is the key at which pass p of
+    the plan begins; the last entry is the plan's number of keys."""
 
     def __init__(self, pass_starts: list[int]):
         self.pass_starts = np.asarray(pass_starts, np.int64)
@@ -90,8 +93,8 @@ class Ledger:
         self.restarts: list[dict] = []  # one per restore: see `restored`
         self.began: dict[int, int] = {}  # pass -> the step that first trained on a clip of it
 
-    def pass_of(self, seq) -> np.ndarray:
-        return np.clip(np.searchsorted(self.pass_starts, np.asarray(seq, np.int64), side="right") - 1,
+    def pass_of(self, keys) -> np.ndarray:
+        return np.clip(np.searchsorted(self.pass_starts, np.asarray(keys, np.int64), side="right") - 1,
                        0, len(self.repeats) - 1)
 
     def add(self, keys, step: int | None = None) -> int:
@@ -101,12 +104,12 @@ class Ledger:
         if not len(k):
             return 0
         if step is not None:
-            for p in np.unique(self.pass_of(k // ROW_SPAN)).tolist():
+            for p in np.unique(self.pass_of(k)).tolist():
                 self.began.setdefault(int(p), int(step))
         uniq, counts = np.unique(k, return_counts=True)
         again = np.where(self.delivered.contains(uniq), counts, counts - 1)
         if again.any():
-            np.add.at(self.repeats, self.pass_of(uniq // ROW_SPAN), again)
+            np.add.at(self.repeats, self.pass_of(uniq), again)
         self.delivered = self.delivered.union(Ranges.of(uniq))
         return int(again.sum())
 
@@ -136,21 +139,18 @@ class Ledger:
         return ledger
 
     def passes(self) -> list[dict]:
-        """Per pass of the plan: items planned, clips delivered, repeats, items of which no clip
-        was delivered, the step that began it, and its state: "complete" (a clip of every item
-        delivered), "partial" or "not started". Passes overlap in time: the trainer's local
-        shuffle buffer holds clips of several of them, so a pass can finish after the next one
-        began. A pass that stays partial once the run has moved on holds clips no step will see:
-        the data stage's skipped ones, if all is well."""
+        """Per pass of the plan: clips planned, delivered, repeats, never delivered, the step
+        that began it, and its state: "complete", "partial" or "not started". Passes overlap in
+        time: the trainer's local shuffle buffer holds clips of several of them, so a pass can
+        finish after the next one began. Clips that stay undelivered once the run has moved on
+        are clips no step will see: the data stage's skipped ones, if all is well."""
         out = []
         for p in range(len(self.repeats)):
             lo, hi = int(self.pass_starts[p]), int(self.pass_starts[p + 1])
-            got = self.delivered.clip(lo * ROW_SPAN, hi * ROW_SPAN)
-            items_hit = len(np.unique(np.concatenate([np.arange(a // ROW_SPAN, (b - 1) // ROW_SPAN + 1)
-                                                      for a, b in zip(got.starts, got.ends)]))) if len(got.starts) else 0
-            out.append({"pass": p, "items": hi - lo, "delivered": len(got), "repeats": int(self.repeats[p]),
-                        "undelivered_items": hi - lo - items_hit, "began_at_step": self.began.get(p),
-                        "state": "complete" if items_hit == hi - lo else "partial" if items_hit else "not started"})
+            got = self.delivered.count(lo, hi)
+            out.append({"pass": p, "clips": hi - lo, "delivered": got, "repeats": int(self.repeats[p]),
+                        "undelivered": hi - lo - got, "began_at_step": self.began.get(p),
+                        "state": "complete" if got == hi - lo else "partial" if got else "not started"})
         return out
 
 
@@ -163,26 +163,17 @@ def report(ledger: Ledger) -> dict:
             "passes_complete": sum(p["state"] == "complete" for p in passes)}
 
 
-def remaining_items(n_items: int, delivered: Ranges, item_rows) -> tuple[list[int], dict[int, list[list[int]]]]:
-    """What a restored stream reads: the plan's item indices (in plan order) that are not known
-    to be whole in `delivered`, and for those partly delivered, the row ranges to leave out.
-    `item_rows(seq)` is the number of rows item `seq` yields when the source knows it (a file
-    or a scene: 1), else None: such an item is read again whole and its delivered rows left out.
-    Items before the first key held and after the last are all kept, cheaply."""
-    keep, skip = [], {}
-    if not len(delivered.starts):
-        return list(range(n_items)), {}
-    touched = np.unique(np.concatenate([np.arange(a // ROW_SPAN, (b - 1) // ROW_SPAN + 1)
-                                        for a, b in zip(delivered.starts, delivered.ends)]))
-    touched_set = set(touched.tolist())
-    for seq in range(n_items):
-        if seq not in touched_set:
-            keep.append(seq)
-            continue
-        rows = delivered.clip(seq * ROW_SPAN, (seq + 1) * ROW_SPAN)
-        n = item_rows(seq)
-        if n is not None and len(rows) >= n:
-            continue  # whole: not read again
-        keep.append(seq)
-        skip[seq] = [[int(a - seq * ROW_SPAN), int(b - seq * ROW_SPAN)] for a, b in zip(rows.starts, rows.ends)]
-    return keep, skip
+def remaining_items(bases, delivered: Ranges) -> tuple[list[int], dict[int, list[list[int]]]]:
+    """What a restored stream reads: `bases` (n_items + 1,) are the items' first keys (the last
+    entry the plan's end). Returns the item indices, in plan order, that are not whole in
+    `delivered`, and for those partly delivered the row ranges to leave out. Vectorized; only
+    the partly delivered items are visited one by one."""
+    b = np.asarray(bases, np.int64)
+    held = delivered.held_below(b)  # (n_items + 1,)
+    got, rows = np.diff(held), np.diff(b)  # (n_items,) keys held, keys planned
+    keep = np.flatnonzero(got < rows)
+    skip = {}
+    for seq in np.flatnonzero((got > 0) & (got < rows)).tolist():
+        part = delivered.clip(int(b[seq]), int(b[seq + 1]))
+        skip[seq] = [[int(x - b[seq]), int(y - b[seq])] for x, y in zip(part.starts, part.ends)]
+    return keep.tolist(), skip

@@ -301,13 +301,19 @@ def plan_passes(source, passes: int, shuffle_seed: int | None, split=None, val_f
 
 @dataclasses.dataclass
 class StreamPlan:
-    """A training stream's work items, numbered: item `seq` of `items` is (source, epoch, item),
-    and pass p of the source (or mix) is items [pass_starts[p], pass_starts[p + 1]). A pure
-    function of the config and seed: every attempt of a run plans the same items
-    (sslsep.data.delivery names clips by their seq)."""
+    """A training stream's work items, numbered: item `seq` of `items` is (source, epoch, item);
+    it yields at most `bases[seq + 1] - bases[seq]` rows, named by the keys from `bases[seq]`
+    on (sslsep.data.delivery). Pass p of the source (or mix) is items [pass_items[p],
+    pass_items[p + 1]). A pure function of the config and seed: every attempt of a run plans
+    the same items and keys."""
     items: list[tuple[str, int, dict]]
-    pass_starts: list[int]
-    item_rows: list[int | None]  # rows each item yields at most (None: unknown)
+    pass_items: list[int]
+    bases: np.ndarray  # (n_items + 1,) int64
+
+    @property
+    def pass_starts(self) -> list[int]:
+        """The key at which each pass begins, then the plan's number of keys."""
+        return self.bases[self.pass_items].tolist()
 
 
 def stream_plan(cfg: DataConfig, *, shuffle_seed: int | None = None, epochs: int = 1, clips_needed: int = 0,
@@ -327,7 +333,7 @@ def stream_plan(cfg: DataConfig, *, shuffle_seed: int | None = None, epochs: int
         raise ValueError(f"{source.name}: no clips to stream")
     mix = isinstance(source, MixSource)
     rows = [source.item_rows({"source": s, "item": it} if mix else it) for s, _, it in items]
-    return StreamPlan(items, starts, rows)
+    return StreamPlan(items, starts, np.r_[0, np.cumsum(rows, dtype=np.int64)])
 
 
 _ORDERS: dict[tuple, np.ndarray] = {}
@@ -358,8 +364,8 @@ def clip_dataset(cfg: DataConfig, audio: AudioConfig, *, with_stems: bool = Fals
     epoch, cheaply: folders list a recording's clips side by side, and training pairs must not
     come from one recording. Planning costs a list of names (files, scenes, shards) whatever
     the corpus size, and each item is read by one task (shards in record batches).
-    Rows carry `seq` (their item's index in the `plan`, by default `stream_plan` of the same
-    arguments) and `row` (their index among the item's rows). `resume` (a
+    Rows carry `key`, their place in the `plan` (by default `stream_plan` of the same
+    arguments; sslsep.data.delivery). `resume` (a
     `sslsep.data.delivery.Ranges` of clip keys already trained on) leaves those clips out: items
     whole in it are not read, and the delivered rows of the others are dropped after reading."""
     import ray.data
@@ -377,8 +383,7 @@ def clip_dataset(cfg: DataConfig, audio: AudioConfig, *, with_stems: bool = Fals
         raise ValueError("with_stems: only the synthetic scenes have stems")
     plan = plan or stream_plan(cfg, shuffle_seed=shuffle_seed, epochs=epochs, clips_needed=clips_needed,
                                split=split, val_fraction=val_fraction)
-    keep, skip = remaining_items(len(plan.items), resume if resume is not None else Ranges(),
-                                 lambda seq: plan.item_rows[seq])
+    keep, skip = remaining_items(plan.bases, resume if resume is not None else Ranges())
     if not keep:
         raise ValueError(f"{source.name}: every clip of the stream was delivered already")
     mix = isinstance(source, MixSource)
@@ -386,7 +391,8 @@ def clip_dataset(cfg: DataConfig, audio: AudioConfig, *, with_stems: bool = Fals
     items = []
     for seq in keep:
         s, e, it = plan.items[seq]
-        items.append({"epoch": e, "seq": seq, "item": json.dumps({"source": s, "item": it} if mix else it),
+        items.append({"epoch": e, "base": int(plan.bases[seq]), "item": json.dumps({"source": s, "item": it} if mix
+                                                                                   else it),
                       "skip": json.dumps(skip.get(seq, []))})
     per_block = source.items_per_block
     blocks = parallelism if parallelism > 0 else max(1, min(len(items) // per_block, 2000))
@@ -396,12 +402,12 @@ def clip_dataset(cfg: DataConfig, audio: AudioConfig, *, with_stems: bool = Fals
         """Work items -> decoded rows with their epoch, at most 64 rows a batch (a generator)."""
         buf: list[dict] = []
         yielded = False
-        for epoch, seq, item, skip in zip(batch["epoch"], batch["seq"], batch["item"], batch["skip"]):
+        for epoch, base, item, skip in zip(batch["epoch"], batch["base"], batch["item"], batch["skip"]):
             done = Ranges.from_list(json.loads(skip))  # rows of a partly delivered item, left out
             for i, row in enumerate(source.read_item(json.loads(item), audio, split, val_fraction, with_stems)):
                 if len(done.starts) and done.contains([i])[0]:
                     continue
-                buf.append({**row, "epoch": int(epoch), "seq": int(seq), "row": i})
+                buf.append({**row, "epoch": int(epoch), "key": int(base) + i})
                 if len(buf) == 64:
                     yield R.stack(buf)
                     buf, yielded = [], True
@@ -418,7 +424,7 @@ def _empty_batch(audio: AudioConfig) -> dict:
             "fold": np.array([], np.int64), "group": np.array([], dtype=object),
             "source": np.array([], dtype=object), "status": np.array([], dtype=object),
             "detail": np.array([], dtype=object), "epoch": np.zeros(0, np.int64),
-            "seq": np.zeros(0, np.int64), "row": np.zeros(0, np.int64)}
+            "key": np.zeros(0, np.int64)}
 
 
 def usable(ds, num_cpus: float = 0.5):

@@ -130,11 +130,11 @@ def delivery_section(c: RunContents) -> str:
         restarts = d.get("restarts") or []
         note = (f"{len(restarts)} restart(s), restored at step " + ", ".join(str(r.get("step")) for r in restarts)
                 if restarts else "no restart")
-        rows = [[p.get("pass"), p.get("items"), p.get("delivered"), p.get("repeats"), p.get("undelivered_items"),
+        rows = [[p.get("pass"), p.get("clips"), p.get("delivered"), p.get("repeats"), p.get("undelivered"),
                  p.get("began_at_step"), p.get("state")] for p in d.get("passes") or [] if p.get("state") != "not started"]
         out.append(f"<h3>Training stream of {esc(variant)}</h3><p>{d.get('delivered')} clips trained on, "
                    f"{d.get('repeats')} delivered twice; {esc(note)}.</p>"
-                   + figures.table(["pass", "items", "clips delivered", "delivered twice", "items never delivered",
+                   + figures.table(["pass", "clips planned", "delivered", "delivered twice", "not delivered",
                                     "began at step", "state"], rows, f"data-delivery-{variant.replace('/', '-')}"))
     return "".join(out)
 

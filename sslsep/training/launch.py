@@ -16,6 +16,57 @@ from sslsep.training.faults import Failure, classify, decide, original_error
 from sslsep.training.loop import LoopSettings
 
 MAX_FAILURES = 3  # failed attempts (faults, or first occurrences of an error) restarted from a checkpoint
+POLL_S = 5.0      # how often a waiting attempt looks at the cluster's nodes again
+
+
+class NoRoomError(RuntimeError):
+    """The cluster's nodes could not hold a stage's workers for its whole `node_wait_s`."""
+
+
+def workers_that_fit(need: dict[str, float], nodes: list[dict]) -> int:
+    """How many workers holding `need` each the nodes' total resources hold (a node lost is a
+    node absent from `nodes`). Totals, not what is free: actors and tasks come and go."""
+    wanted = {r: v for r, v in need.items() if v > 0}
+    if not wanted:
+        return 1 << 30
+    return sum(min(int(float(n.get(r, 0.0)) / v + 1e-9) for r, v in wanted.items()) for n in nodes)
+
+
+def _alive_nodes() -> list[dict]:
+    import ray
+
+    return [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+
+
+def wait_for_room(s: LoopSettings, name: str, run: RunDir, nodes: Callable[[], list[dict]] = _alive_nodes,
+                  sleep: Callable[[float], None] = time.sleep) -> int:
+    """The number of workers the next attempt starts: `s.num_workers` once the nodes hold them.
+    Until then one line says what the stage waits for; after `s.node_wait_s` it goes on with
+    as many as fit (down to `s.min_workers`), or raises `NoRoomError` naming what is missing
+    and where the checkpoint to resume from is."""
+    need = {"CPU": s.cpus_per_worker, **({"GPU": 1.0} if s.use_gpu else {}), **dict(s.resources)}
+    fit = workers_that_fit(need, nodes())
+    if fit >= s.num_workers:
+        return s.num_workers
+    what = ", ".join(f"{v:g} {r}" for r, v in need.items() if v > 0)
+    print(f"{name}: waiting for nodes: {s.num_workers} workers of {what} each, the alive nodes hold {fit}; "
+          f"waiting up to {s.node_wait_s:g} s ({s.stage}.node_wait_s)", flush=True)
+    deadline = time.monotonic() + s.node_wait_s
+    while time.monotonic() < deadline:
+        sleep(min(POLL_S, max(0.0, deadline - time.monotonic())))
+        fit = workers_that_fit(need, nodes())
+        if fit >= s.num_workers:
+            print(f"{name}: the nodes hold {s.num_workers} workers again; going on", flush=True)
+            return s.num_workers
+    floor = s.min_workers or s.num_workers
+    if 1 <= floor <= fit:
+        print(f"{name}: going on with {fit} of {s.num_workers} workers ({s.stage}.min_workers={s.min_workers}): "
+              "each keeps its batch, so a step holds fewer clips", flush=True)
+        return fit
+    raise NoRoomError(f"{name}: the alive nodes hold {fit} of the {s.num_workers} workers of {what} each, and "
+                      f"did not hold more for {s.node_wait_s:g} s ({s.stage}.node_wait_s); the latest checkpoint "
+                      f"is kept in {run.uri('ray_train', name)}: run the same command again once nodes are back, "
+                      f"or allow fewer workers with {s.stage}.min_workers")
 
 
 def launch(train_loop: Callable[[dict], None], config: dict, s: LoopSettings,
@@ -41,10 +92,10 @@ def launch(train_loop: Callable[[dict], None], config: dict, s: LoopSettings,
     ingest = ray.train.DataConfig(execution_options=ray.train.DataConfig.default_ingest_options())
     # logical GPUs (a dry run): NCCL needs real ones; gloo runs the same DDP on CPU
     backend = {"torch_config": TorchConfig(backend="gloo")} if s.fake_gpus else {}
-    scaling = ray.train.ScalingConfig(num_workers=s.num_workers, use_gpu=s.use_gpu,
-                                      resources_per_worker={"CPU": s.cpus_per_worker, **dict(s.resources)})
     history: list[Failure] = []
     while True:
+        scaling = ray.train.ScalingConfig(num_workers=wait_for_room(s, name, run), use_gpu=s.use_gpu,
+                                          resources_per_worker={"CPU": s.cpus_per_worker, **dict(s.resources)})
         # A new trainer on the same storage path and name restores the latest checkpoint. Its
         # data are built anew: blocks of a materialized stream may have died with a lost node.
         trainer = TorchTrainer(train_loop, train_loop_config=config,

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from sslsep.config import TrainingConfig
-from sslsep.data.delivery import Ledger, clip_keys
+from sslsep.data.delivery import Ledger
 from sslsep.data.delivery import report as delivery_report
 from sslsep.session import device as session_device
 from sslsep.training import preempt
@@ -50,6 +50,8 @@ class LoopSettings:
     max_minutes: float = 0.0
     torch_threads: int = 1
     num_workers: int = 1
+    min_workers: int = 0               # fewer workers allowed after node_wait_s without room (0: no)
+    node_wait_s: float = 600.0
     use_gpu: bool = False
     cpus_per_worker: float = 1.0
     use_ray: bool = True
@@ -64,7 +66,8 @@ class LoopSettings:
                    lr=sc.lr, lr_schedule=sc.lr_schedule, warmup_steps=sc.warmup_steps, precision=sc.precision,
                    grad_clip=sc.grad_clip, max_minutes=sc.max_minutes,
                    torch_threads=sc.torch_threads or max(1, int(sc.cpus_per_worker)),
-                   num_workers=sc.num_workers, use_gpu=sc.use_gpu, cpus_per_worker=sc.cpus_per_worker,
+                   num_workers=sc.num_workers, min_workers=sc.min_workers, node_wait_s=sc.node_wait_s,
+                   use_gpu=sc.use_gpu, cpus_per_worker=sc.cpus_per_worker,
                    use_ray=sc.use_ray, resources=tuple(sorted(sc.resources.items())), fake_gpus=fake_gpus,
                    profile_steps=sc.profile_steps)
 
@@ -114,7 +117,7 @@ def run_loop(session, s: LoopSettings, model: torch.nn.Module, optimizer: torch.
     (`run.log_metrics`). `clip_groups(core)`: the parameter groups whose gradient norm is
     clipped apart (several models in one module); default: all of them together.
 
-    Batches with `seq` and `row` columns (a planned stream, `pass_starts` its passes) are
+    Batches with a `key` column (a planned stream, `pass_starts` its passes) are
     accounted for: at each report every rank's clip keys go to rank 0's ledger
     (sslsep.data.delivery), saved in the checkpoint (what a restored stream leaves out) and
     written to RUN_DIR/delivery.json. A SIGTERM (sslsep.training.preempt) makes every rank
@@ -160,9 +163,8 @@ def run_loop(session, s: LoopSettings, model: torch.nn.Module, optimizer: torch.
                 batches += 1
                 running = step + 1  # the step this batch makes
                 t0 = time.monotonic()
-                if "seq" in batch:  # where the clips stand in the stream: accounting, not training
-                    keys = clip_keys(batch.pop("seq").cpu().numpy(), batch.pop("row").cpu().numpy())
-                    pending.append((step + 1, keys))
+                if "key" in batch:  # where the clips stand in the stream: accounting, not training
+                    pending.append((step + 1, batch.pop("key").cpu().numpy()))
                 batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
                 lr = set_lr(optimizer, s.lr, lr_factor(step, s.steps, s.warmup_steps, s.lr_schedule))
                 with prof.part("forward"), autocast(precision, device):

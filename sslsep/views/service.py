@@ -40,7 +40,7 @@ from sslsep.views.builders import (ViewDraw, active_channels, augment_views, bad
                                    render_views, resolve_views, span_start)
 
 VIEW_COLUMNS = ("clip_id", "epoch", "views", "view_kind", "view_separator", "view_channels", "view_fallback",
-                "labels", "seq", "row")
+                "labels", "key")
 
 
 def load_separators(registry_uri: str, wanted: list[str], device: str = "cpu") -> dict[str, Separator]:
@@ -237,7 +237,7 @@ class SeparationAugmenter:
                "view_channels": object_column(chans), "view_fallback": object_column(fell)}
         if self.names:
             out["fallbacks"] = fallbacks
-        for key in ("labels", "seq", "row"):  # seq, row: the clip's place in the stream (sslsep.data.delivery)
+        for key in ("labels", "key"):  # key: the clip's place in the stream (sslsep.data.delivery)
             if key in batch:
                 out[key] = batch[key]
         if m:
@@ -270,7 +270,7 @@ def view_dataset(cfg: ExperimentConfig, *, clips=None, epochs: int = 1, clips_ne
     if clips is None:  # a caller's clips need clip_id and audio (labels and epoch if it has them)
         clips = usable(clip_dataset(cfg.data, cfg.audio, shuffle_seed=cfg.seed, epochs=epochs,
                                     clips_needed=clips_needed, plan=plan, resume=resume), cpus)
-        clips = clips.select_columns(["clip_id", "epoch", "audio", "labels", "seq", "row"], num_cpus=cpus)
+        clips = clips.select_columns(["clip_id", "epoch", "audio", "labels", "key"], num_cpus=cpus)
     # Ray Data already restarts dead actors without limit and retries their batches;
     # only a different limit needs passing (through a deprecated hook, hence only then)
     extra = {} if aug.max_restarts == -1 else {"ray_remote_args_fn": lambda: {"max_restarts": aug.max_restarts}}
