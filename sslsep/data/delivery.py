@@ -130,10 +130,15 @@ class Ledger:
                 "began": {str(p): s for p, s in self.began.items()}}
 
     @classmethod
-    def from_state(cls, state: dict) -> Ledger:
-        ledger = cls(state["pass_starts"])
+    def from_state(cls, state: dict, pass_starts: list[int] | None = None) -> Ledger:
+        """The ledger of a checkpoint; with `pass_starts`, on the current plan's passes (a
+        longer schedule plans more passes; the keys of the first ones are the same)."""
+        ledger = cls(state["pass_starts"] if pass_starts is None else pass_starts)
         ledger.delivered = Ranges.from_list(state["delivered"])
-        ledger.repeats = np.asarray(state["repeats"], np.int64)
+        repeats = np.asarray(state["repeats"], np.int64)
+        n = min(len(repeats), len(ledger.repeats))
+        ledger.repeats[:n] = repeats[:n]
+        ledger.repeats[n - 1] += repeats[n:].sum()  # a shorter plan: the passes it drops fold into its last
         ledger.restarts = list(state.get("restarts", []))
         ledger.began = {int(p): int(s) for p, s in state.get("began", {}).items()}
         return ledger

@@ -138,7 +138,7 @@ def run_loop(session, s: LoopSettings, model: torch.nn.Module, optimizer: torch.
             scaler.load_state_dict(state["scaler"])
         step, elapsed_before = state["step"], state.get("elapsed_s", 0.0)
         if ledger is not None and state.get("stream"):
-            ledger = Ledger.from_state(state["stream"])
+            ledger = Ledger.from_state(state["stream"], pass_starts)
             logged = [m["step"] for m in run.metrics() if m.get("stage") == s.stage and "step" in m]
             earlier = run.read_json("delivery.json")["restarts"] if run.exists("delivery.json") else None
             ledger.restored(step, max(logged, default=step), earlier)
