@@ -66,12 +66,12 @@ class Ranges:
     def held_below(self, x) -> np.ndarray:
         """(N,) keys -> (N,) how many held keys are < each (vectorized)."""
         x = np.asarray(x, np.int64)
-        before = np.r_[0, np.cumsum(self.ends - self.starts)]  # keys held in the ranges before i
-        i = np.searchsorted(self.starts, x, side="right")  # ranges starting at or before x
-        last = np.maximum(i - 1, 0)
-        partial = np.where(i > 0, np.clip(x - self.starts[last], 0, (self.ends - self.starts)[last]), 0) \
-            if len(self.starts) else np.zeros_like(x)
-        return before[np.maximum(i - 1, 0)] * (i > 0) + partial
+        # with an empty range in front of all keys, every key has a range starting at or before it
+        low = np.iinfo(np.int64).min
+        starts, ends = np.r_[low, self.starts], np.r_[low, self.ends]
+        before = np.r_[0, np.cumsum(ends - starts)]  # (R + 2,) keys held in the ranges before j
+        j = np.searchsorted(starts, x, side="right") - 1  # the last range starting at or before x
+        return before[j] + np.clip(x - starts[j], 0, ends[j] - starts[j])
 
     def to_list(self) -> list[list[int]]:
         return [[int(a), int(b)] for a, b in zip(self.starts, self.ends)]

@@ -403,9 +403,9 @@ def clip_dataset(cfg: DataConfig, audio: AudioConfig, *, with_stems: bool = Fals
         buf: list[dict] = []
         yielded = False
         for epoch, base, item, skip in zip(batch["epoch"], batch["base"], batch["item"], batch["skip"]):
-            done = Ranges.from_list(json.loads(skip))  # rows of a partly delivered item, left out
+            done = {r for a, b in json.loads(skip) for r in range(a, b)}  # rows of a partly delivered item
             for i, row in enumerate(source.read_item(json.loads(item), audio, split, val_fraction, with_stems)):
-                if len(done.starts) and done.contains([i])[0]:
+                if i in done:
                     continue
                 buf.append({**row, "epoch": int(epoch), "key": int(base) + i})
                 if len(buf) == 64:

@@ -15,10 +15,8 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
-import time
 
 _requested = threading.Event()
-_at: list[float] = []
 
 
 class Preempted(RuntimeError):
@@ -37,7 +35,6 @@ def _handler(previous):
                 previous(signum, frame)
             raise SystemExit(128 + signum)
         _requested.set()
-        _at.append(time.monotonic())
         print("SIGTERM: saving a checkpoint at the next step boundary, then stopping", flush=True)
     return on_sigterm
 
