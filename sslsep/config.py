@@ -142,6 +142,9 @@ class DataConfig:
     stream_memory_mb: float = _f(512.0, min=0.0, help="object-store memory a Ray Data pipeline started here may "
                                  "hold ahead of its consumer (0 = Ray's default share): bounds how far decoding "
                                  "and separation run ahead of training, and so the work a finished run leaves unused")
+    idle_pause_ms: float = _f(10.0, min=0.0, help="a pipeline's scheduling loop sleeps this long after a step "
+                              "that had nothing to wait on (a stream held back by its consumer), instead of "
+                              "spinning a core (sslsep.data.pacing); 0 = Ray Data's own loop")
     cpus_per_task: float = _f(0.5, min=0.01, help="CPUs Ray reserves per read/decode task; below 1 so "
                               "decoding still schedules next to trainers and actors that hold whole CPUs")
     check: str = _f("sample", choices=("sample", "full"), help="the joint job's data stage: sample = decode "

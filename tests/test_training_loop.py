@@ -49,6 +49,10 @@ def test_auto_precision_is_bf16_only_where_the_cpu_computes_it(monkeypatch):
     native = "avx512_bf16" in flags or "amx_bf16" in flags
     assert schedule.native_bf16(cpu) == native
     assert resolve_precision("auto", cpu) == ("bf16" if native else "fp32")
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "avx2")  # oneDNN capped below bf16: a CPU without it
+    assert not schedule.native_bf16(cpu) and resolve_precision("auto", cpu) == "fp32"
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_AMX")  # a cap above bf16 changes nothing
+    assert schedule.native_bf16(cpu) == native
     monkeypatch.setattr(schedule, "native_bf16", lambda device: False)
     assert schedule.resolve_precision("auto", cpu) == "fp32"
 

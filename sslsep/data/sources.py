@@ -370,11 +370,14 @@ def clip_dataset(cfg: DataConfig, audio: AudioConfig, *, with_stems: bool = Fals
     whole in it are not read, and the delivered rows of the others are dropped after reading."""
     import ray.data
 
+    from sslsep.data import pacing
     from sslsep.data.delivery import Ranges, remaining_items
     # a Dataset copies the driver's DataContext when it is made: every Dataset that starts here
     # (and what Ray Train's ingest derives from it) yields rows in order, or not, by one key,
     # and holds at most `data.stream_memory_mb` ahead of its consumer
-    options = ray.data.DataContext.get_current().execution_options
+    context = ray.data.DataContext.get_current()
+    pacing.register(context, cfg.idle_pause_ms / 1000)  # no busy loop while the consumer catches up
+    options = context.execution_options
     options.preserve_order = cfg.preserve_order
     if cfg.stream_memory_mb:  # how far producers may run ahead (Ray Train's ingest copies this too)
         options.resource_limits = options.resource_limits.copy(object_store_memory=cfg.stream_memory_mb * 2**20)

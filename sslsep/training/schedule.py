@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 
 import torch
 
@@ -33,13 +34,21 @@ def set_lr(optimizer: torch.optim.Optimizer, base_lr: float, factor: float) -> f
     return lr
 
 
+# oneDNN ISA caps (ONEDNN_MAX_CPU_ISA) below AVX512_CORE_BF16: bf16 would be emulated
+CAPS_WITHOUT_BF16 = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI")
+
+
 def native_bf16(device: torch.device) -> bool:
     """Does `device` compute bf16 natively? CUDA: the GPU says (Ampere and later); CPU: the
-    AVX512-BF16 or AMX instructions (read from /proc/cpuinfo; other systems say no). Without
-    them autocast emulates bf16 and runs slower than fp32."""
+    AVX512-BF16 or AMX instructions (read from /proc/cpuinfo; other systems say no), unless
+    `ONEDNN_MAX_CPU_ISA` caps oneDNN below them (how a bf16 CPU stands in for one without).
+    Without them autocast emulates bf16 and runs slower than fp32."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     if device.type != "cpu":
+        return False
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or ""
+    if cap.strip().upper() in CAPS_WITHOUT_BF16:
         return False
     try:
         flags = open("/proc/cpuinfo").read()

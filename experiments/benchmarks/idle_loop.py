@@ -1,0 +1,135 @@
+"""What Ray Data's idle scheduling loop costs a pretraining run, and what a second torch
+thread gives a trainer once that loop stops spinning.
+
+    python experiments/benchmarks/idle_loop.py [--steps 120] [--data PATH] [--arms a,b,...]
+
+Each arm trains the quick preset's encoder on Ray Train (1 worker) fed live, for `--steps`
+steps, in one Ray session, one after the other:
+  mixture_spin / mixture_pause:  mixture-only views, `data.idle_pause_ms` 0 (Ray Data's own
+                                 loop) / 10 (sslsep.data.pacing), 1 torch thread;
+  mixture_pause_2threads:        the same with `pretrain.torch_threads=2`;
+  separated_spin / separated_pause: the quick preset's separated views (3 random-weight
+                                 quick separators in a 0.5-CPU actor), pause 0 / 10.
+Per arm: steady-state steps/s (the first logged window left out), wall, and the CPU seconds
+of the stream's executor (Ray Train's SplitCoordinator actor) and of the trainer, sampled
+every second. `precision: auto` as in the preset (fp32 on a CPU without native bf16, or under
+ONEDNN_MAX_CPU_ISA=AVX2). Prints one JSON line and writes results/idle_loop[_<data>].json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+import torch  # noqa: E402
+
+from sslsep.config import load_config, replace  # noqa: E402
+from sslsep.contrastive.train import pretrain  # noqa: E402
+from sslsep.run import RunDir  # noqa: E402
+from sslsep.training.schedule import resolve_precision  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from pretrain_speed import random_registry  # noqa: E402
+
+QUICK = REPO / "experiments" / "configs" / "quick.yaml"
+ARMS = {
+    "mixture_spin": ["augment.kinds=[mixture]", "data.idle_pause_ms=0"],
+    "mixture_pause": ["augment.kinds=[mixture]", "data.idle_pause_ms=10"],
+    "mixture_pause_2threads": ["augment.kinds=[mixture]", "data.idle_pause_ms=10", "pretrain.torch_threads=2"],
+    "separated_spin": ["data.idle_pause_ms=0"],
+    "separated_pause": ["data.idle_pause_ms=10"],
+}
+ROLES = {"SplitCoordinator": "executor", "RayTrainWorker": "trainer", "MapWorker": "augmenter"}
+
+
+def cpu_sampler(stop: threading.Event, seen: dict) -> None:
+    """CPU seconds (user + system) of every Ray process by role, the latest reading per pid."""
+    while not stop.is_set():
+        for p in psutil.process_iter(["cmdline"]):
+            try:
+                line = " ".join(p.info["cmdline"] or [])
+                role = next((r for k, r in ROLES.items() if f"ray::{k}" in line), None)
+                if role:
+                    t = p.cpu_times()
+                    seen[(role, p.pid)] = t.user + t.system
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                pass
+        stop.wait(1.0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=120)
+    ap.add_argument("--data", default="", help="a labelled folder (default: the preset's synthetic scenes)")
+    ap.add_argument("--arms", default=",".join(ARMS))
+    args = ap.parse_args()
+    base = [f"pretrain.steps={args.steps}", f"pretrain.log_every={max(args.steps // 6, 1)}",
+            "pretrain.monitor_every=0", "pretrain.checkpoint_steps=[]"]
+    data = [args.data] if args.data else None
+    import ray
+
+    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
+    import ray.data
+
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    cfg0 = load_config(str(QUICK), base, data)
+    registry = random_registry(cfg0, 3)
+    out = {}
+    for arm in args.arms.split(","):
+        cfg = replace(load_config(str(QUICK), base + ARMS[arm], data), {"separation.registry": registry},
+                      origin="benchmark")
+        run = RunDir(tempfile.mkdtemp(prefix=f"sslsep-bench-idle-{arm}-"))
+        seen: dict = {}
+        stop = threading.Event()
+        sampler = threading.Thread(target=cpu_sampler, args=(stop, seen), daemon=True)
+        before = {k: v for k, v in seen.items()}
+        sampler.start()
+        t0 = time.monotonic()
+        pretrain(cfg, run)
+        wall = time.monotonic() - t0
+        stop.set()
+        sampler.join()
+        m = [x for x in run.metrics() if x.get("stage") == "pretrain" and "steps_per_s" in x][1:]
+        cpu = {}
+        for (role, _), s in seen.items():
+            cpu[role] = round(cpu.get(role, 0.0) + s - before.get((role, _), 0.0), 1)
+        out[arm] = {"steps_per_s": round(sum(x["steps_per_s"] for x in m) / len(m), 3),
+                    "data_wait_share": round(sum(x["data_wait_share"] for x in m) / len(m), 3),
+                    "wall_s": round(wall, 1), "cpu_s": cpu,
+                    "executor_cpu_share": round(cpu.get("executor", 0.0) / wall, 3)}
+        print(arm, json.dumps(out[arm]), flush=True)
+    ray.shutdown()
+
+    def ratio(a: str, b: str) -> float | None:
+        return round(out[a]["steps_per_s"] / out[b]["steps_per_s"], 2) if a in out and b in out else None
+
+    flags = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
+    result = {"benchmark": "idle_loop", "steps": args.steps, "data": args.data or "synthetic", **out,
+              "ratio_mixture_pause_over_spin": ratio("mixture_pause", "mixture_spin"),
+              "ratio_mixture_2threads_over_1": ratio("mixture_pause_2threads", "mixture_pause"),
+              "ratio_separated_pause_over_spin": ratio("separated_pause", "separated_spin"),
+              "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "torch": torch.__version__,
+                          "ray": ray.__version__, "avx512_bf16": "avx512_bf16" in flags, "amx": "amx_bf16" in flags,
+                          "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA", ""),
+                          "precision": resolve_precision(cfg0.pretrain.precision, torch.device("cpu"))}}
+    line = json.dumps(result)
+    print(line)
+    tag = f"_{Path(args.data).name}" if args.data else ""
+    (REPO / "experiments" / "benchmarks" / "results" / f"idle_loop{tag}.json").write_text(line + "\n")
+
+
+if __name__ == "__main__":
+    main()
