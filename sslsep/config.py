@@ -142,9 +142,9 @@ class DataConfig:
     stream_memory_mb: float = _f(512.0, min=0.0, help="object-store memory a Ray Data pipeline started here may "
                                  "hold ahead of its consumer (0 = Ray's default share): bounds how far decoding "
                                  "and separation run ahead of training, and so the work a finished run leaves unused")
-    idle_pause_ms: float = _f(10.0, min=0.0, help="a pipeline's scheduling loop sleeps this long after a step "
-                              "that had nothing to wait on (a stream held back by its consumer), instead of "
-                              "spinning a core (sslsep.data.pacing); 0 = Ray Data's own loop")
+    loop_period_ms: float = _f(20.0, min=0.0, help="each turn of a stream's scheduling loop lasts at least this "
+                               "long (sslsep.data.pacing): a stream held back by its consumer no longer spins a "
+                               "core; 0 = Ray Data's own loop")
     cpus_per_task: float = _f(0.5, min=0.01, help="CPUs Ray reserves per read/decode task; below 1 so "
                               "decoding still schedules next to trainers and actors that hold whole CPUs")
     check: str = _f("sample", choices=("sample", "full"), help="the joint job's data stage: sample = decode "
@@ -232,8 +232,9 @@ class SeparationConfig(TrainingConfig):
                              help="real data: share of recording groups (e.g. fsID) held out")
     checkpoint_steps: list[int] = _f([250, 500, 1000, 2000], min=1,
                                      help="steps kept as convergence states (and the last step)")
-    cache_gb: float = _f(4.0, min=0.0, help="real data whose decoded clips fit in this many GB is decoded "
-                         "once and kept in Ray's object store across epochs; 0 = stream every epoch")
+    cache_gb: float = _f(4.0, min=0.0, help="training clips (folders, synthetic scenes) that fit in this many GB "
+                         "decoded are decoded once and kept in Ray's object store across epochs, and one CPU "
+                         "trainer (torch_threads 0) then takes every CPU of its machine; 0 = stream every epoch")
     registry: str = _f("", help="registry.json of trained separators, local or s3://. Set: the separation "
                        "stage is skipped and every stage that uses separators (views, pretraining, sweeps) "
                        "reads it; '': the run's own RUN_DIR/registry.json, trained by the separation stage")

@@ -18,6 +18,9 @@ monitor (`sslsep.contrastive.monitor`, `pretrain.monitor_every`) when the data c
 
 from __future__ import annotations
 
+import dataclasses
+import math
+
 import itertools
 from typing import Iterator
 
@@ -165,9 +168,13 @@ def contrastive_step(cfgs: dict[str, ExperimentConfig], gens: dict[str, torch.Ge
 
 
 def loop_settings(cfg: ExperimentConfig) -> LoopSettings:
-    # threads = the CPUs the worker holds: a mixture-only trainer given the actor's share too ran
-    # at 0.65x (oversubscribed beside the actor and decode tasks; docs/benchmarks.md)
-    return LoopSettings.of("pretrain", cfg.pretrain, report_every=cfg.pretrain.log_every, fake_gpus=cfg.ray.fake_gpus)
+    s = LoopSettings.of("pretrain", cfg.pretrain, report_every=cfg.pretrain.log_every, fake_gpus=cfg.ray.fake_gpus)
+    pre, aug = cfg.pretrain, cfg.augment
+    if not pre.torch_threads and not pre.use_gpu and aug.kinds == ["mixture"]:
+        # no separator runs in this stream: the CPU its actor holds only cuts crops, so the
+        # trainer's threads take it too (2 on a 2-core laptop; idle_loop.py, docs/benchmarks.md)
+        s = dataclasses.replace(s, torch_threads=math.ceil(pre.cpus_per_worker + aug.cpus_per_actor))
+    return s
 
 
 def split_metrics(metrics: dict, names: list[str]) -> dict[str, dict]:

@@ -376,7 +376,7 @@ def clip_dataset(cfg: DataConfig, audio: AudioConfig, *, with_stems: bool = Fals
     # (and what Ray Train's ingest derives from it) yields rows in order, or not, by one key,
     # and holds at most `data.stream_memory_mb` ahead of its consumer
     context = ray.data.DataContext.get_current()
-    pacing.register(context, cfg.idle_pause_ms / 1000)  # no busy loop while the consumer catches up
+    pacing.register(context, cfg.loop_period_ms / 1000)  # no busy loop while the consumer catches up
     options = context.execution_options
     options.preserve_order = cfg.preserve_order
     if cfg.stream_memory_mb:  # how far producers may run ahead (Ray Train's ingest copies this too)

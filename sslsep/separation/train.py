@@ -15,6 +15,7 @@ multi-source SI-SNRi and single-source SI-SNR on held-out single scenes.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import io
 import math
 import os
@@ -172,8 +173,14 @@ def mixit_step(cfg: ExperimentConfig):
 
 
 def loop_settings(cfg: ExperimentConfig) -> LoopSettings:
-    return LoopSettings.of("separation", cfg.separation, report_every=cfg.separation.val_every,
-                           fake_gpus=cfg.ray.fake_gpus)
+    s = LoopSettings.of("separation", cfg.separation, report_every=cfg.separation.val_every,
+                        fake_gpus=cfg.ray.fake_gpus)
+    sep = cfg.separation
+    if not sep.torch_threads and not sep.use_gpu and sep.num_workers == 1 and cached(cfg):
+        # the clips are decoded once, before training (`train_dataset`): nothing else runs beside
+        # the one trainer, so it takes every CPU of its machine (2 on a laptop)
+        s = dataclasses.replace(s, torch_threads=max(s.torch_threads, len(os.sched_getaffinity(0))))
+    return s
 
 
 def train_loop(config: dict) -> None:
@@ -251,14 +258,23 @@ def _decoded_gb(cfg: ExperimentConfig) -> float:
 
     n = 0
     for source, weight in leaves(open_source(cfg.data)):
-        if source.kind != "folder":
+        if source.kind == "folder":
+            n += math.ceil(weight * len(source.pass_items("train", cfg.separation.val_fraction)))
+        elif source.kind == "synthetic":  # every scene trains (held-out scenes have their own seed)
+            n += math.ceil(weight * len(source.pass_items()))
+        else:
             return math.inf
-        n += math.ceil(weight * len(source.pass_items("train", cfg.separation.val_fraction)))
     return n * cfg.audio.num_samples * 4 / 1e9
 
 
+def cached(cfg: ExperimentConfig) -> bool:
+    """Are the training clips decoded (or made) once into Ray's object store (a set that fits
+    `separation.cache_gb`), rather than streamed every epoch?"""
+    return _decoded_gb(cfg) <= cfg.separation.cache_gb
+
+
 def train_dataset(cfg: ExperimentConfig):
-    """The Ray Dataset of training clips (audio column only), cached when a small real set fits."""
+    """The Ray Dataset of training clips (audio column only), cached when a small set fits."""
     from sslsep.data.sources import clip_dataset, usable
 
     sep = cfg.separation
@@ -267,8 +283,8 @@ def train_dataset(cfg: ExperimentConfig):
     ds = usable(clip_dataset(cfg.data, cfg.audio, split=None if synthetic else "train",
                              val_fraction=sep.val_fraction, shuffle_seed=cfg.seed), cpus)
     ds = ds.select_columns(["audio"], num_cpus=cpus)
-    if not synthetic and _decoded_gb(cfg) <= sep.cache_gb:
-        # a small real set would otherwise be read and decoded again every epoch, and each
+    if cached(cfg):
+        # a small set would otherwise be read and decoded (or made) again every epoch, and each
         # new epoch restarts the streaming executor: seconds of idle trainer per epoch
         ds = ds.materialize()
     return ds
