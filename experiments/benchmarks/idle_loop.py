@@ -1,15 +1,16 @@
-"""What Ray Data's idle scheduling loop costs a pretraining run, and what a second torch
-thread gives a trainer once that loop stops spinning.
+"""What Ray Data's scheduling loop costs a pretraining run when paced (sslsep.data.pacing) and
+not, and what a second torch thread gives a trainer whose stream runs no separator.
 
     python experiments/benchmarks/idle_loop.py [--steps 120] [--data PATH] [--arms a,b,...]
 
 Each arm trains the quick preset's encoder on Ray Train (1 worker) fed live, for `--steps`
 steps, in one Ray session, one after the other:
-  mixture_spin / mixture_pause:  mixture-only views, `data.idle_pause_ms` 0 (Ray Data's own
-                                 loop) / 10 (sslsep.data.pacing), 1 torch thread;
-  mixture_pause_2threads:        the same with `pretrain.torch_threads=2`;
-  separated_spin / separated_pause: the quick preset's separated views (3 random-weight
-                                 quick separators in a 0.5-CPU actor), pause 0 / 10.
+  mixture_spin / mixture_paced:  mixture-only views, 1 torch thread, `data.loop_period_ms` 0
+                                 (Ray Data's own loop) / 20 (the default);
+  mixture_paced_2threads:        the same, paced, with 2 torch threads (what a stream with no
+                                 separator now gets by default);
+  separated_spin / separated_paced: the quick preset's separated views (3 random-weight
+                                 quick separators in a 0.5-CPU actor), period 0 / 20.
 Per arm: steady-state steps/s (the first logged window left out), wall, and the CPU seconds
 of the stream's executor (Ray Train's SplitCoordinator actor) and of the trainer, sampled
 every second. `precision: auto` as in the preset (fp32 on a CPU without native bf16, or under
@@ -45,11 +46,11 @@ from pretrain_speed import random_registry  # noqa: E402
 
 QUICK = REPO / "experiments" / "configs" / "quick.yaml"
 ARMS = {
-    "mixture_spin": ["augment.kinds=[mixture]", "data.idle_pause_ms=0"],
-    "mixture_pause": ["augment.kinds=[mixture]", "data.idle_pause_ms=10"],
-    "mixture_pause_2threads": ["augment.kinds=[mixture]", "data.idle_pause_ms=10", "pretrain.torch_threads=2"],
-    "separated_spin": ["data.idle_pause_ms=0"],
-    "separated_pause": ["data.idle_pause_ms=10"],
+    "mixture_spin": ["augment.kinds=[mixture]", "data.loop_period_ms=0", "pretrain.torch_threads=1"],
+    "mixture_paced": ["augment.kinds=[mixture]", "data.loop_period_ms=20", "pretrain.torch_threads=1"],
+    "mixture_paced_2threads": ["augment.kinds=[mixture]", "data.loop_period_ms=20", "pretrain.torch_threads=2"],
+    "separated_spin": ["data.loop_period_ms=0"],
+    "separated_paced": ["data.loop_period_ms=20"],
 }
 ROLES = {"SplitCoordinator": "executor", "RayTrainWorker": "trainer", "MapWorker": "augmenter"}
 
@@ -118,9 +119,9 @@ def main() -> None:
 
     flags = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
     result = {"benchmark": "idle_loop", "steps": args.steps, "data": args.data or "synthetic", **out,
-              "ratio_mixture_pause_over_spin": ratio("mixture_pause", "mixture_spin"),
-              "ratio_mixture_2threads_over_1": ratio("mixture_pause_2threads", "mixture_pause"),
-              "ratio_separated_pause_over_spin": ratio("separated_pause", "separated_spin"),
+              "ratio_mixture_paced_over_spin": ratio("mixture_paced", "mixture_spin"),
+              "ratio_mixture_2threads_over_1": ratio("mixture_paced_2threads", "mixture_paced"),
+              "ratio_separated_paced_over_spin": ratio("separated_paced", "separated_spin"),
               "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "torch": torch.__version__,
                           "ray": ray.__version__, "avx512_bf16": "avx512_bf16" in flags, "amx": "amx_bf16" in flags,
                           "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA", ""),
