@@ -21,6 +21,9 @@ def init_ray(cfg: RayConfig, **kwargs):
             opts.setdefault("num_cpus", cfg.num_cpus)
         if cfg.num_gpus:
             opts.setdefault("num_gpus", cfg.num_gpus)
+        if cfg.idle_worker_keep_s:
+            # a quick job started 111 worker processes in 16 minutes with Ray's 1 s (docs/benchmarks.md)
+            opts.setdefault("_system_config", {"idle_worker_killing_time_threshold_ms": int(cfg.idle_worker_keep_s * 1000)})
     opts.setdefault("include_dashboard", None)
     opts.setdefault("log_to_driver", True)
     ray.init(address=address, **opts)

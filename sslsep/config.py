@@ -418,6 +418,9 @@ class RayConfig:
     num_cpus: int = _f(0, min=0, help="0 = all cores (local cluster only)")
     num_gpus: int = _f(0, min=0, help="local cluster only; >0 lets tests schedule fake GPUs")
     progress_bars: bool = _f(False, help="Ray Data's own progress bars")
+    idle_worker_keep_s: float = _f(60.0, min=0.0, help="local cluster only: an idle worker process is kept this long "
+                                   "for the next task (Ray's default: 1 s, after which Ray Data's short read tasks "
+                                   "each start a new process that imports torch again); 0 = Ray's default")
     fake_gpus: bool = _f(False, help="the cluster's GPUs are logical only (a dry run on CPU machines: `ray start "
                          "--num-gpus N`): every worker and actor still holds its GPUs as configured, but the "
                          "trainers join with gloo and compute on CPU")
