@@ -142,9 +142,6 @@ class DataConfig:
     stream_memory_mb: float = _f(512.0, min=0.0, help="object-store memory a Ray Data pipeline started here may "
                                  "hold ahead of its consumer (0 = Ray's default share): bounds how far decoding "
                                  "and separation run ahead of training, and so the work a finished run leaves unused")
-    stream_cache_gb: float = _f(1.0, min=0.0, help="a stream that passes over the corpus more than once (pretraining) "
-                                "decodes each clip once into Ray's object store when the decoded clips fit in this "
-                                "many GB, and copies them on later passes; 0 = decode every pass")
     loop_period_ms: float = _f(20.0, min=0.0, help="each turn of a stream's scheduling loop lasts at least this "
                                "long (sslsep.data.pacing): a stream held back by its consumer no longer spins a "
                                "core; 0 = Ray Data's own loop")

@@ -110,30 +110,3 @@ def test_wrong_shard_schema_is_a_clear_error(ray_session, tmp_path):
     with pytest.raises(ValueError, match="shard-00001.parquet: not a readable Parquet shard"):
         list(iter_clips(cfg.data, cfg.audio))
 
-
-def test_a_stream_of_several_passes_decodes_each_clip_once_and_yields_the_same_rows(ray_session, bad_folder):
-    from sslsep.data import sources
-
-    root, _ = bad_folder
-    cfg = cfg_for(str(root))
-    calls = []
-    plain = list(clip_dataset(cfg_for(str(root), "data.stream_cache_gb=0").data,
-                              cfg.audio, epochs=3, shuffle_seed=1).iter_rows())
-    real = sources.decode_once
-
-    def counted(*args):
-        ref = real(*args)
-        calls.append(ref)
-        return ref
-
-    sources.decode_once = counted
-    try:
-        cached = list(clip_dataset(cfg.data, cfg.audio, epochs=3, shuffle_seed=1).iter_rows())
-        one = list(clip_dataset(cfg.data, cfg.audio, epochs=1).iter_rows())
-    finally:
-        sources.decode_once = real
-    assert calls[0] is not None and calls[1] is None  # several passes: cached; one pass: nothing to keep
-    assert len(cached) == len(plain) == 3 * len(one)
-    for a, b in zip(plain, cached):  # the same rows in the same order: bad clips' status rows too
-        assert (a["clip_id"], a["epoch"], a["key"], a["status"]) == (b["clip_id"], b["epoch"], b["key"], b["status"])
-        np.testing.assert_array_equal(a["audio"], b["audio"])

@@ -401,17 +401,14 @@ def clip_dataset(cfg: DataConfig, audio: AudioConfig, *, with_stems: bool = Fals
     blocks = parallelism if parallelism > 0 else max(1, min(len(items) // per_block, 2000))
     ds = ray.data.from_items(items, override_num_blocks=blocks)
     read_args = (audio, split, val_fraction, with_stems)
-    cache = decode_once(source, [x["item"] for x in items], read_args, cfg, plan)
 
     def read(batch: dict):
         """Work items -> decoded rows with their epoch, at most 64 rows a batch (a generator)."""
-        decoded = ray.get(cache) if cache is not None else {}  # numpy arrays: read in place from the store
         buf: list[dict] = []
         yielded = False
         for epoch, base, item, skip in zip(batch["epoch"], batch["base"], batch["item"], batch["skip"]):
             done = {r for a, b in json.loads(skip) for r in range(a, b)}  # rows of a partly delivered item
-            rows = decoded.get(item)
-            for i, row in enumerate(rows if rows is not None else source.read_item(json.loads(item), *read_args)):
+            for i, row in enumerate(source.read_item(json.loads(item), *read_args)):
                 if i in done:
                     continue
                 buf.append({**row, "epoch": int(epoch), "key": int(base) + i})
@@ -422,34 +419,6 @@ def clip_dataset(cfg: DataConfig, audio: AudioConfig, *, with_stems: bool = Fals
             yield R.stack(buf) if buf else _empty_batch(audio)
 
     return ds.map_batches(read, batch_size=per_block, batch_format="numpy", num_cpus=cfg.cpus_per_task)
-
-
-def decode_once(source, items: list[str], read_args: tuple, cfg: DataConfig, plan: StreamPlan):
-    """A stream that passes over its items more than once, whose decoded rows fit in
-    `data.stream_cache_gb`: decode each distinct item once, in Ray tasks, into one object of
-    Ray's store ({item: [rows]}) that the stream's read tasks take rows from; else None (each
-    pass decodes again). Rows are what `read_item` yields (bad clips' status rows too), so a
-    cached stream is the same stream, and every later pass costs a copy, not a decode."""
-    import ray
-
-    distinct = list(dict.fromkeys(items))
-    if not cfg.stream_cache_gb or len(distinct) == len(items):
-        return None
-    audio, with_stems = read_args[0], read_args[3]
-    rows = int(np.diff(plan.bases).max(initial=1))  # an item's rows at most (1 for files and scenes)
-    per_row = audio.num_samples * 4 * (5 if with_stems else 1)  # float32 audio (and 4 stems)
-    if len(distinct) * rows * per_row > cfg.stream_cache_gb * 1e9:
-        return None
-
-    @ray.remote(num_cpus=cfg.cpus_per_task)
-    def decode(chunk: list[str]) -> dict:
-        return {item: list(source.read_item(json.loads(item), *read_args)) for item in chunk}
-
-    chunks = np.array_split(np.array(distinct, dtype=object), min(len(distinct), 32))
-    decoded: dict = {}
-    for part in ray.get([decode.remote(list(c)) for c in chunks]):
-        decoded.update(part)
-    return ray.put(decoded)
 
 
 def _empty_batch(audio: AudioConfig) -> dict:
