@@ -15,15 +15,7 @@ def init_ray(cfg: RayConfig, **kwargs):
     if ray.is_initialized():
         return ray
     address = cfg.address or os.environ.get("RAY_ADDRESS") or None
-    opts = dict(kwargs)
-    if address is None:
-        if cfg.num_cpus:
-            opts.setdefault("num_cpus", cfg.num_cpus)
-        if cfg.num_gpus:
-            opts.setdefault("num_gpus", cfg.num_gpus)
-        if cfg.idle_worker_keep_s:
-            # a quick job started 111 worker processes in 16 minutes with Ray's 1 s (docs/benchmarks.md)
-            opts.setdefault("_system_config", {"idle_worker_killing_time_threshold_ms": int(cfg.idle_worker_keep_s * 1000)})
+    opts = {**local_options(cfg), **kwargs} if address is None else dict(kwargs)
     opts.setdefault("include_dashboard", None)
     opts.setdefault("log_to_driver", True)
     ray.init(address=address, **opts)
@@ -35,6 +27,20 @@ def init_ray(cfg: RayConfig, **kwargs):
     # our own progress lines say more per stage than Ray Data's bars, which flood job logs
     ray.data.DataContext.get_current().enable_progress_bars = cfg.progress_bars
     return ray
+
+
+def local_options(cfg: RayConfig) -> dict:
+    """`ray.init` options of a local cluster: its CPUs and GPUs, and how long an idle worker
+    process waits for the next task before Ray kills it (Ray's 1 s made the quick job start
+    111 worker processes in 16 minutes, each importing torch again; docs/benchmarks.md)."""
+    opts: dict = {}
+    if cfg.num_cpus:
+        opts["num_cpus"] = cfg.num_cpus
+    if cfg.num_gpus:
+        opts["num_gpus"] = cfg.num_gpus
+    if cfg.idle_worker_keep_s:
+        opts["_system_config"] = {"idle_worker_killing_time_threshold_ms": int(cfg.idle_worker_keep_s * 1000)}
+    return opts
 
 
 def live_cluster() -> tuple[dict, list[dict]]:

@@ -155,3 +155,12 @@ def test_path_keys_become_absolute(tmp_path, monkeypatch):
         value = getattr(getattr(cfg, section), name)
         assert not value or Path(value).is_absolute(), key
     assert cfg.evaluation.eval_csv == str(tmp_path.resolve() / "b.csv")
+
+
+def test_a_local_cluster_keeps_idle_workers_for_a_minute_unless_told_not_to():
+    from sslsep.cluster import local_options
+
+    cfg = load_config(None, ["ray.num_cpus=2"])
+    assert local_options(cfg.ray) == {"num_cpus": 2,
+                                      "_system_config": {"idle_worker_killing_time_threshold_ms": 60000}}
+    assert "_system_config" not in local_options(load_config(None, ["ray.idle_worker_keep_s=0"]).ray)
