@@ -57,3 +57,28 @@ def test_the_original_error_is_what_the_user_sees():
     assert original_error(failed(r0=rx.ActorDiedError(), r1=e)) is e
     other = RuntimeError("controller")
     assert original_error(other) is other and classify(other).fault
+
+
+def test_sigterm_after_the_loop_finished_is_a_shutdown_not_a_preemption(capsys):
+    import os
+    import signal
+
+    import pytest
+
+    from sslsep.training import preempt
+
+    seen = []
+    before = signal.signal(signal.SIGTERM, lambda signum, frame: seen.append(signum))  # the process's own handler
+    try:
+        with preempt.installed():
+            os.kill(os.getpid(), signal.SIGTERM)  # mid-run: a preemption notice, the process goes on
+            assert preempt.requested() and seen == []
+            assert "saving a checkpoint" in capsys.readouterr().out
+        with preempt.installed():
+            preempt.finish()  # the loop is done: SIGTERM is Ray stopping its worker
+            with pytest.raises(SystemExit):
+                os.kill(os.getpid(), signal.SIGTERM)  # the handler runs before the next line
+            assert seen == [signal.SIGTERM] and not preempt.requested()
+            assert "saving a checkpoint" not in capsys.readouterr().out
+    finally:
+        signal.signal(signal.SIGTERM, before)

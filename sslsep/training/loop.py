@@ -216,6 +216,7 @@ def run_loop(session, s: LoopSettings, model: torch.nn.Module, optimizer: torch.
                                                 "the run resumes from it")
                 prof.after_step(step)
                 if done:
+                    preempt.finish()
                     break
                 t_wait = time.monotonic()
                 prof.wait_begins()

@@ -17,6 +17,7 @@ import signal
 import threading
 
 _requested = threading.Event()
+_finished = threading.Event()  # the loop is over: a SIGTERM now is the worker's shutdown
 
 
 class Preempted(RuntimeError):
@@ -28,9 +29,15 @@ def requested() -> bool:
     return _requested.is_set()
 
 
+def finish() -> None:
+    """The loop ended: a SIGTERM from now on (Ray Train stopping its workers after `fit`) is no
+    preemption, and is handled as it would have been without us, with nothing printed."""
+    _finished.set()
+
+
 def _handler(previous):
     def on_sigterm(signum, frame):
-        if _requested.is_set():  # told twice: stop now, as the process would have without us
+        if _requested.is_set() or _finished.is_set():  # told twice, or done: stop as without us
             if callable(previous):
                 previous(signum, frame)
             raise SystemExit(128 + signum)
@@ -42,6 +49,7 @@ def _handler(previous):
 def install() -> object:
     """Set the SIGTERM handler (main thread only); returns the one it replaced."""
     _requested.clear()
+    _finished.clear()
     previous = signal.getsignal(signal.SIGTERM)
     signal.signal(signal.SIGTERM, _handler(previous))
     return previous
@@ -59,6 +67,7 @@ def installed():
     finally:
         signal.signal(signal.SIGTERM, previous)
         _requested.clear()
+        _finished.clear()
 
 
 def callback():
