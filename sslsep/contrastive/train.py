@@ -19,9 +19,8 @@ monitor (`sslsep.contrastive.monitor`, `pretrain.monitor_every`) when the data c
 from __future__ import annotations
 
 import dataclasses
-import math
-
 import itertools
+import math
 from typing import Iterator
 
 import numpy as np

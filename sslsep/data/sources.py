@@ -400,7 +400,6 @@ def clip_dataset(cfg: DataConfig, audio: AudioConfig, *, with_stems: bool = Fals
     per_block = source.items_per_block
     blocks = parallelism if parallelism > 0 else max(1, min(len(items) // per_block, 2000))
     ds = ray.data.from_items(items, override_num_blocks=blocks)
-    read_args = (audio, split, val_fraction, with_stems)
 
     def read(batch: dict):
         """Work items -> decoded rows with their epoch, at most 64 rows a batch (a generator)."""
@@ -408,7 +407,7 @@ def clip_dataset(cfg: DataConfig, audio: AudioConfig, *, with_stems: bool = Fals
         yielded = False
         for epoch, base, item, skip in zip(batch["epoch"], batch["base"], batch["item"], batch["skip"]):
             done = {r for a, b in json.loads(skip) for r in range(a, b)}  # rows of a partly delivered item
-            for i, row in enumerate(source.read_item(json.loads(item), *read_args)):
+            for i, row in enumerate(source.read_item(json.loads(item), audio, split, val_fraction, with_stems)):
                 if i in done:
                     continue
                 buf.append({**row, "epoch": int(epoch), "key": int(base) + i})

@@ -179,7 +179,8 @@ def loop_settings(cfg: ExperimentConfig) -> LoopSettings:
     if not sep.torch_threads and not sep.use_gpu and sep.num_workers == 1 and cached(cfg):
         # the clips are decoded once, before training (`train_dataset`): nothing else runs beside
         # the one trainer, so it takes every CPU of its machine (2 on a laptop)
-        s = dataclasses.replace(s, torch_threads=max(s.torch_threads, len(os.sched_getaffinity(0))))
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1  # macOS
+        s = dataclasses.replace(s, torch_threads=max(s.torch_threads, cpus))
     return s
 
 
