@@ -355,6 +355,10 @@ class EvaluationConfig:
                          help="what the validation clips judge: score = accuracy (single-label) or mAP "
                               "(multi-label), ties to the lower loss; loss = cross-entropy")
     patience: int = _f(20, min=1, help="epochs without a better validation figure before stopping")
+    fit_jobs: int = _f(0, min=0, help="processes that train the classifiers at once (the fits are seeded: the rows "
+                       "are the same for any value); 0 = auto: as many as this process's torch threads (its "
+                       "cores, or Ray's share in a Ray worker) when the task has 200 clips or more, else 1; "
+                       "1 = one after another in this process")
     refit: bool = _f(True, help="after early stopping, retrain on the whole training side (validation "
                      "clips included) for the chosen number of epochs")
     val_fraction: float = _f(0.15, min=0.0, max=0.5,

@@ -166,6 +166,36 @@ def test_synthetic_protocol_folds_give_every_scene_one_test_split():
     assert [s.name for s in one.splits] == ["eval"] and one.splits[0].test.tolist() == list(range(8, 12))
 
 
+def test_classifier_fits_in_worker_processes_give_the_same_rows():
+    # the fits are seeded per split: two worker processes (joblib) and one after another in this
+    # process must give the same rows, in the same order
+    from sslsep.evaluation.evaluate import PARALLEL_MIN_CLIPS, fit_processes, run_classifiers
+
+    labels = [["a"], ["b"], ["c"]] * 20
+    sets = {"all": _set([f"c{i:02d}" for i in range(60)], labels, [1] * 60, [f"r{i // 2}" for i in range(60)], dim=8)}
+    rows = {}
+    for jobs in (1, 2):
+        cfg = load_config(None, ["evaluation.max_epochs=5", "evaluation.classifiers=[linear,mlp]",
+                                 f"evaluation.fit_jobs={jobs}", "evaluation.folds=3"])
+        task = build_task(cfg, "folds", sets)
+        x = sets["all"].features["f"][task.rows]
+        assert fit_processes(cfg.evaluation, task, 12) == jobs
+        out = run_classifiers(cfg, task, {"one": x, "two": x[:, ::-1].copy() * 2})
+        rows[jobs] = {ex: [{k: v for k, v in r.items() if k != "folds"} | {"folds": [
+            {k: v for k, v in f.items() if k != "fit_s"} for f in r["folds"]]} for r in rs] for ex, rs in out.items()}
+    assert list(rows[1]) == ["one", "two"] and [r["classifier"] for r in rows[1]["one"]] == ["linear", "mlp"]
+    assert len(rows[1]["one"][0]["folds"]) == 3
+    assert rows[1] == rows[2]
+    # auto: one process for a small task (its fits take less than starting workers), else torch's threads
+    auto = load_config().evaluation
+    assert fit_processes(auto, task, 12) == 1
+    big = build_task(load_config(), "folds", {"all": _set([f"c{i:03d}" for i in range(PARALLEL_MIN_CLIPS)],
+                                                          [["a"], ["b"]] * (PARALLEL_MIN_CLIPS // 2),
+                                                          [1] * PARALLEL_MIN_CLIPS,
+                                                          [f"r{i}" for i in range(PARALLEL_MIN_CLIPS)])})
+    assert fit_processes(auto, big, 12) == min(torch.get_num_threads(), 12)
+
+
 def test_synthetic_protocol_refuses_pretraining_seeds():
     # refused when the config is loaded (sslsep.config._validate), before any stage runs
     with pytest.raises(ConfigError, match="evaluation.synth_seed"):

@@ -21,6 +21,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import torch
 
 from sslsep.config import ExperimentConfig, to_dict
 from sslsep.evaluation.classifiers import FitSettings, fit_classifier
@@ -62,36 +63,64 @@ def embed_sources(cfg: ExperimentConfig, protocol: str, extractors: dict[str, st
     return sets, problems
 
 
-def run_classifiers(cfg: ExperimentConfig, task: Task, x: np.ndarray) -> list[dict]:
-    """One row per classifier kind: per-split scores and their mean and std."""
-    ev = cfg.evaluation
+def fit_split(task: Task, x: np.ndarray, ev, kind: str, i: int) -> dict:
+    """One classifier kind on split i of the task -> that split's scores (a fold row). Pure and
+    seeded (evaluation.seed + i): the same row in this process or in a worker process."""
+    t0 = time.monotonic()
+    split = task.splits[i]
     y = task.targets if task.multilabel else task.label_index
-    out = []
-    for kind in ev.classifiers:
-        folds = []
-        for i, split in enumerate(task.splits):
-            t0 = time.monotonic()
-            strata = None if task.multilabel else task.label_index[split.train]
-            fit, val = grouped_holdout(task.groups[split.train], ev.val_fraction, ev.seed + i, strata)
-            fit, val = split.train[fit], split.train[val]
-            settings = FitSettings.from_config(ev, kind, task.multilabel, seed=ev.seed + i)
-            model, rep = fit_classifier(x[fit], y[fit], x[val], y[val], len(task.classes), settings)
-            if ev.refit and len(val):
-                # the validation clips chose the epoch count; now they train too (on small real sets,
-                # a fifth of the recordings left out costs more than early stopping gains)
-                settings.max_epochs = rep.best_epoch
-                model, _ = fit_classifier(x[split.train], y[split.train], None, None, len(task.classes), settings)
-            scores = model.predict(x[split.test])  # (N_test, C)
-            labels = None if task.multilabel else task.label_index[split.test]
-            folds.append({"split": split.name, "n_train": len(split.train), "n_fit": len(fit),
-                          "n_val": len(val), "n_eval": len(split.test),
-                          **score_all(task.targets[split.test], scores, labels),
-                          "epochs": rep.epochs, "best_epoch": rep.best_epoch,
-                          "val_score": rep.best_val_score, "refit": bool(ev.refit and len(val)),
-                          "fit_s": round(time.monotonic() - t0, 3)})
-        out.append({"classifier": kind, **summarise(folds),
-                    "n_train": float(np.mean([f["n_train"] for f in folds])),
-                    "n_eval": float(np.mean([f["n_eval"] for f in folds])), "folds": folds})
+    strata = None if task.multilabel else task.label_index[split.train]
+    fit, val = grouped_holdout(task.groups[split.train], ev.val_fraction, ev.seed + i, strata)
+    fit, val = split.train[fit], split.train[val]
+    settings = FitSettings.from_config(ev, kind, task.multilabel, seed=ev.seed + i)
+    model, rep = fit_classifier(x[fit], y[fit], x[val], y[val], len(task.classes), settings)
+    if ev.refit and len(val):
+        # the validation clips chose the epoch count; now they train too (on small real sets,
+        # a fifth of the recordings left out costs more than early stopping gains)
+        settings.max_epochs = rep.best_epoch
+        model, _ = fit_classifier(x[split.train], y[split.train], None, None, len(task.classes), settings)
+    scores = model.predict(x[split.test])  # (N_test, C)
+    labels = None if task.multilabel else task.label_index[split.test]
+    return {"split": split.name, "n_train": len(split.train), "n_fit": len(fit),
+            "n_val": len(val), "n_eval": len(split.test),
+            **score_all(task.targets[split.test], scores, labels),
+            "epochs": rep.epochs, "best_epoch": rep.best_epoch,
+            "val_score": rep.best_val_score, "refit": bool(ev.refit and len(val)),
+            "fit_s": round(time.monotonic() - t0, 3)}
+
+
+PARALLEL_MIN_CLIPS = 200  # below this, a task's fits take less than starting the worker processes
+
+
+def fit_processes(ev, task: Task, fits: int) -> int:
+    """How many processes train the task's classifiers at once (evaluation.fit_jobs; 0 = auto)."""
+    if ev.fit_jobs:
+        return min(ev.fit_jobs, fits)
+    if len(task.rows) < PARALLEL_MIN_CLIPS:
+        return 1
+    # the CPUs this process is meant to use: all cores in a script, Ray's share in a Ray worker
+    # (Ray sets OMP_NUM_THREADS), OMP_NUM_THREADS or torch.set_num_threads where a user set them
+    return max(1, min(torch.get_num_threads(), fits))
+
+
+def run_classifiers(cfg: ExperimentConfig, task: Task, features: dict[str, np.ndarray]) -> dict[str, list[dict]]:
+    """{extractor: one row per classifier kind (per-split scores and their mean and std)}. The
+    fits are independent and seeded, so they run in `fit_processes` worker processes (joblib)
+    and give the same rows as one after another in this process."""
+    from joblib import Parallel, delayed
+
+    ev = cfg.evaluation
+    jobs = [(ex, kind, i) for ex in features for kind in ev.classifiers for i in range(len(task.splits))]
+    n = fit_processes(ev, task, len(jobs))
+    folds = Parallel(n_jobs=n)(delayed(fit_split)(task, features[ex], ev, kind, i) for ex, kind, i in jobs)
+    by_row: dict[tuple[str, str], list[dict]] = {}
+    for (ex, kind, _), fold in zip(jobs, folds):
+        by_row.setdefault((ex, kind), []).append(fold)
+    out: dict[str, list[dict]] = {ex: [] for ex in features}
+    for (ex, kind), rows in by_row.items():
+        out[ex].append({"classifier": kind, **summarise(rows),
+                        "n_train": float(np.mean([f["n_train"] for f in rows])),
+                        "n_eval": float(np.mean([f["n_eval"] for f in rows])), "folds": rows})
     return out
 
 
@@ -141,10 +170,12 @@ def evaluate_task(cfg: ExperimentConfig, name: str, extractors: dict[str, str], 
     task = build_task(cfg, protocol, sets)
     skipped = sorted(s for e in sets.values() for s in e.skipped)
     rows, keep, maps = [], map_subset(len(task.rows)), {}
+    features = {ex: task_features(task, sets, ex) for ex in extractors}
+    fitted = run_classifiers(cfg, task, features)
     for ex, spec in extractors.items():
-        x = task_features(task, sets, ex)
+        x = features[ex]
         maps[ex] = x[keep].astype(np.float16)  # what the report's maps draw (embeddings.npz)
-        for r in run_classifiers(cfg, task, x):
+        for r in fitted[ex]:
             rows.append({"extractor": ex, "source": spec, "dim": int(x.shape[1]), **r,
                          "skipped": len(skipped) + len(task.unlabelled)})
             figures = "  ".join(f"{m} {r[k]:.3f}" for m, k in (("mAP", "mAP"), ("AUC", "auc"), ("acc", "accuracy"))
