@@ -111,3 +111,25 @@ def test_the_data_stage_samples_a_large_corpus_and_counts_it_from_metadata(corpu
     ids = sorted((f"clip{i:03d}.wav" for i in range(120)), key=lambda c: zlib.crc32(c.encode()))[:40]
     assert sorted(decoded) == sorted(ids)
     assert set(broken) & set(ids) and {s["name"] for s in report["skipped"]} == set(broken) & set(ids)
+
+
+def test_the_data_stage_counts_synthetic_scenes_without_making_them(monkeypatch, tmp_path):
+    """Scenes are made by code and cannot fail to decode: the data stage accounts for every one
+    by its id and makes none of them (the quick job spent ~20 s making 2000 only to drop them)."""
+    from sslsep.data import synthetic
+    from sslsep.pipeline import MADE, data_stage
+    from sslsep.run import RunDir
+
+    made = []
+    real = synthetic.generate_scene
+    monkeypatch.setattr(synthetic, "generate_scene", lambda *a, **k: made.append(a) or real(*a, **k))
+    for reader in ("clip_dataset", "hash_sample"):  # the paths that make scenes (in Ray workers, or here)
+        monkeypatch.setattr(sources, reader, lambda *a, _r=reader, **k: made.append(_r))
+    cfg = load_config(None, ["data.synth.num_clips=50", "data.synth.seed=7", "audio.clip_seconds=2.0"])
+    report = data_stage(cfg, RunDir(str(tmp_path / "run")))
+    assert made == []
+    assert report["listed"] == report["total"] == report["kept"] == 50 and report["skipped"] == []
+    assert report["checked"] == MADE and report["sources"][0]["checked"] == MADE
+    assert report["audio_hours"] == round(50 * 2.0 / 3600, 3)
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert '"clips": 50' in lines[0] and '"kept": 50' in lines[0]

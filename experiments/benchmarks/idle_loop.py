@@ -4,7 +4,8 @@ not, and what a second torch thread gives a trainer whose stream runs no separat
     python experiments/benchmarks/idle_loop.py [--steps 120] [--data PATH] [--arms a,b,...]
 
 Each arm trains the quick preset's encoder on Ray Train (1 worker) fed live, for `--steps`
-steps, in one Ray session, one after the other:
+steps, in a fresh Ray session of its own (actors and idle workers of an earlier arm neither
+run beside it nor count in its CPU figures), one after the other:
   mixture_spin / mixture_paced:  mixture-only views, 1 torch thread, `data.loop_period_ms` 0
                                  (Ray Data's own loop) / 20 (the default);
   mixture_paced_2threads:        the same, paced, with 2 torch threads (what a stream with no
@@ -13,7 +14,8 @@ steps, in one Ray session, one after the other:
                                  quick separators in a 0.5-CPU actor), period 0 / 20.
 Per arm: steady-state steps/s (the first logged window left out), wall, and the CPU seconds
 of the stream's executor (Ray Train's SplitCoordinator actor) and of the trainer, sampled
-every second. `precision: auto` as in the preset (fp32 on a CPU without native bf16, or under
+every second, counted from each process's reading at the arm's start (0 for processes the arm
+starts). `precision: auto` as in the preset (fp32 on a CPU without native bf16, or under
 ONEDNN_MAX_CPU_ISA=AVX2). Prints one JSON line and writes results/idle_loop[_<data>].json.
 """
 
@@ -36,6 +38,7 @@ sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
 
+from sslsep.cluster import init_ray  # noqa: E402
 from sslsep.config import load_config, replace  # noqa: E402
 from sslsep.contrastive.train import pretrain  # noqa: E402
 from sslsep.run import RunDir  # noqa: E402
@@ -55,18 +58,25 @@ ARMS = {
 ROLES = {"SplitCoordinator": "executor", "RayTrainWorker": "trainer", "MapWorker": "augmenter"}
 
 
+def cpu_readings() -> dict[tuple[str, int], float]:
+    """CPU seconds (user + system) so far of every Ray process that has a role, by (role, pid)."""
+    out = {}
+    for p in psutil.process_iter(["cmdline"]):
+        try:
+            line = " ".join(p.info["cmdline"] or [])
+            role = next((r for k, r in ROLES.items() if f"ray::{k}" in line), None)
+            if role:
+                t = p.cpu_times()
+                out[(role, p.pid)] = t.user + t.system
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+    return out
+
+
 def cpu_sampler(stop: threading.Event, seen: dict) -> None:
-    """CPU seconds (user + system) of every Ray process by role, the latest reading per pid."""
+    """The latest reading per process, every second (a process that exits keeps its last)."""
     while not stop.is_set():
-        for p in psutil.process_iter(["cmdline"]):
-            try:
-                line = " ".join(p.info["cmdline"] or [])
-                role = next((r for k, r in ROLES.items() if f"ray::{k}" in line), None)
-                if role:
-                    t = p.cpu_times()
-                    seen[(role, p.pid)] = t.user + t.system
-            except (psutil.NoSuchProcess, psutil.AccessDenied):
-                pass
+        seen.update(cpu_readings())
         stop.wait(1.0)
 
 
@@ -80,12 +90,8 @@ def main() -> None:
             "pretrain.monitor_every=0", "pretrain.checkpoint_steps=[]"]
     data = [args.data] if args.data else None
     import ray
-
-    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
     import ray.data
 
-    ray.data.DataContext.get_current().enable_progress_bars = False
     cfg0 = load_config(str(QUICK), base, data)
     registry = random_registry(cfg0, 3)
     out = {}
@@ -93,26 +99,30 @@ def main() -> None:
         cfg = replace(load_config(str(QUICK), base + ARMS[arm], data), {"separation.registry": registry},
                       origin="benchmark")
         run = RunDir(tempfile.mkdtemp(prefix=f"sslsep-bench-idle-{arm}-"))
+        # as the job starts its local cluster (idle workers kept: sslsep.cluster.local_options)
+        init_ray(cfg.ray, num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
+                 runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
+        ray.data.DataContext.get_current().enable_progress_bars = False
+        before = cpu_readings()
         seen: dict = {}
         stop = threading.Event()
         sampler = threading.Thread(target=cpu_sampler, args=(stop, seen), daemon=True)
-        before = {k: v for k, v in seen.items()}
         sampler.start()
         t0 = time.monotonic()
         pretrain(cfg, run)
         wall = time.monotonic() - t0
         stop.set()
         sampler.join()
+        ray.shutdown()
         m = [x for x in run.metrics() if x.get("stage") == "pretrain" and "steps_per_s" in x][1:]
         cpu = {}
         for (role, _), s in seen.items():
-            cpu[role] = round(cpu.get(role, 0.0) + s - before.get((role, _), 0.0), 1)
+            cpu[role] = round(cpu.get(role, 0.0) + s - before.get((role, _), 0.0), 1)  # the arm's own seconds
         out[arm] = {"steps_per_s": round(sum(x["steps_per_s"] for x in m) / len(m), 3),
                     "data_wait_share": round(sum(x["data_wait_share"] for x in m) / len(m), 3),
                     "wall_s": round(wall, 1), "cpu_s": cpu,
                     "executor_cpu_share": round(cpu.get("executor", 0.0) / wall, 3)}
         print(arm, json.dumps(out[arm]), flush=True)
-    ray.shutdown()
 
     def ratio(a: str, b: str) -> float | None:
         return round(out[a]["steps_per_s"] / out[b]["steps_per_s"], 2) if a in out and b in out else None

@@ -74,7 +74,7 @@ def child(shards: str, run_dir: str) -> None:
     from sslsep.config import load_config
     from sslsep.pipeline import data_stage
     from sslsep.run import RunDir
-    from sslsep.separation.train import train_dataset, validation_set
+    from sslsep.separation.train import cached, train_dataset, validation_set
 
     t0 = time.monotonic()
     # every size takes the sampled data check (1000 clips), so the smallest is no special case
@@ -87,7 +87,7 @@ def child(shards: str, run_dir: str) -> None:
     t_val = time.monotonic() - t0
     init_ray(cfg.ray)
     t_ray = time.monotonic() - t0
-    ds = train_dataset(cfg)
+    ds = train_dataset(cfg, cached(cfg))
     t_plan = time.monotonic() - t0
     batch = next(iter(ds.iter_batches(batch_size=8, batch_format="numpy")))
     t_first = time.monotonic() - t0

@@ -172,11 +172,12 @@ def mixit_step(cfg: ExperimentConfig):
     return step
 
 
-def loop_settings(cfg: ExperimentConfig) -> LoopSettings:
+def loop_settings(cfg: ExperimentConfig, is_cached: bool) -> LoopSettings:
+    """`is_cached`: `cached(cfg)`, decided once by the driver (it lists the training folder)."""
     s = LoopSettings.of("separation", cfg.separation, report_every=cfg.separation.val_every,
                         fake_gpus=cfg.ray.fake_gpus)
     sep = cfg.separation
-    if not sep.torch_threads and not sep.use_gpu and sep.num_workers == 1 and cached(cfg):
+    if not sep.torch_threads and not sep.use_gpu and sep.num_workers == 1 and is_cached:
         # the clips are decoded once, before training (`train_dataset`): nothing else runs beside
         # the one trainer, so it takes every CPU of its machine (2 on a laptop)
         cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1  # macOS
@@ -185,7 +186,8 @@ def loop_settings(cfg: ExperimentConfig) -> LoopSettings:
 
 
 def train_loop(config: dict) -> None:
-    """Per-worker MixIT training. config = {"cfg": resolved config dict, "run_dir": str}."""
+    """Per-worker MixIT training. config = {"cfg": resolved config dict, "run_dir": str, "cached": bool
+    (`cached(cfg)`, decided by the driver; computed here when absent)}."""
     cfg = from_dict(config["cfg"], "train_loop_config")
     sep, run = cfg.separation, RunDir(config["run_dir"])
     session = open_session(config, lambda: _local_batches(cfg), columns=["audio"], batch_size=sep.batch_clips,
@@ -205,7 +207,7 @@ def train_loop(config: dict) -> None:
         if val:
             listen(core, val["audio"][:AUDIO_CLIPS], run, step, cfg.audio.sample_rate)
 
-    run_loop(session, loop_settings(cfg), model, optimizer, mixit_step(cfg), run=run, save=save,
+    run_loop(session, loop_settings(cfg, config["cached"] if "cached" in config else cached(cfg)), model, optimizer, mixit_step(cfg), run=run, save=save,
              validate=validate,
              no_batch=f"no training batch of {sep.batch_clips} usable clips in {open_source(cfg.data).name}")
 
@@ -244,8 +246,9 @@ def train_separators(cfg: ExperimentConfig, run: RunDir) -> dict:
         last = reg["separators"][-1]["metrics"] if reg["separators"] else {}
         if last.get("final") and (last["step"] >= sep.steps or last.get("stopped_by") == "max_minutes"):
             return reg  # finished: reuse; a longer schedule resumes from the last checkpoint
-    launch(train_loop, {"cfg": to_dict(cfg), "run_dir": run.path}, loop_settings(cfg),
-           lambda _stream: {"train": train_dataset(cfg)}, run, "separator")  # its clips restart at the first
+    is_cached = cached(cfg)  # lists the training folder: once, here
+    launch(train_loop, {"cfg": to_dict(cfg), "run_dir": run.path, "cached": is_cached}, loop_settings(cfg, is_cached),
+           lambda _stream: {"train": train_dataset(cfg, is_cached)}, run, "separator")  # its clips restart at the first
     reg = read_registry(reg_uri)
     note = guard_note("separation", f"separation.max_minutes={sep.max_minutes:g}", reg["separators"][-1]["metrics"])
     if note:
@@ -274,8 +277,9 @@ def cached(cfg: ExperimentConfig) -> bool:
     return _decoded_gb(cfg) <= cfg.separation.cache_gb
 
 
-def train_dataset(cfg: ExperimentConfig):
-    """The Ray Dataset of training clips (audio column only), cached when a small set fits."""
+def train_dataset(cfg: ExperimentConfig, is_cached: bool):
+    """The Ray Dataset of training clips (audio column only), materialised when `is_cached`
+    (`cached(cfg)`: a small set that fits)."""
     from sslsep.data.sources import clip_dataset, usable
 
     sep = cfg.separation
@@ -284,7 +288,7 @@ def train_dataset(cfg: ExperimentConfig):
     ds = usable(clip_dataset(cfg.data, cfg.audio, split=None if synthetic else "train",
                              val_fraction=sep.val_fraction, shuffle_seed=cfg.seed), cpus)
     ds = ds.select_columns(["audio"], num_cpus=cpus)
-    if cached(cfg):
+    if is_cached:
         # a small set would otherwise be read and decoded (or made) again every epoch, and each
         # new epoch restarts the streaming executor: seconds of idle trainer per epoch
         ds = ds.materialize()
