@@ -7,10 +7,11 @@ tasks' streaming generators hold outputs that backpressure forbids reading: `ray
 them ready at once, and the loop turns about 65 times a second doing nothing: 40 % of a core
 in a toy pipeline. In the quick job, with Ray's idle workers kept, the unpaced loop of the
 stream's `SplitCoordinator` actor takes about a tenth of a core, and the pace cuts its CPU
-beside the separator from 18.7 to 7.7 s per 80 steps (docs/benchmarks.md, "Ray Data's
-scheduling loop"). On a 2-core laptop that is CPU the trainer needs. `LoopPace`, registered on the DataContext that every
-stream's Dataset copies (`register`), makes each turn last at least `data.loop_period_ms`:
-a block the consumer frees is refilled within one period.
+beside the separator from 18.7 to 7.7 s per 80 steps (docs/benchmarks.md, "The quick job
+on a CPU without native bf16"). On a 2-core laptop that is CPU the trainer needs. `LoopPace`,
+registered on the DataContext that every stream's Dataset copies (`register`), makes each
+turn last at least `data.loop_period_ms`: a block the consumer frees is refilled within one
+period.
 """
 
 from __future__ import annotations
